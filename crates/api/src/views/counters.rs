@@ -1,0 +1,81 @@
+//! Counter views: `/v1/stats/summary` and `/v1/stats/zero/all`.
+
+use serde::Serialize;
+use stats::{ZeroDesyncData, ZeroMiddleProxyData, ZeroPoolData, ZeroUpstreamData};
+
+use super::ViewContext;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryData {
+    pub uptime_seconds: f64,
+    pub connections_total: u64,
+    pub connections_bad_total: u64,
+    pub handshake_timeouts_total: u64,
+    pub configured_users: usize,
+}
+
+pub(super) fn summary(ctx: &ViewContext<'_>) -> SummaryData {
+    let core = ctx.runtime.stats().core();
+    SummaryData {
+        uptime_seconds: ctx.uptime_seconds(),
+        connections_total: core.connections_total,
+        connections_bad_total: core.connections_bad_total,
+        handshake_timeouts_total: core.handshake_timeouts_total,
+        configured_users: ctx.cfg().access.users.len(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ZeroCoreData {
+    pub uptime_seconds: f64,
+    pub connections_total: u64,
+    pub connections_bad_total: u64,
+    pub handshake_timeouts_total: u64,
+    pub configured_users: usize,
+    pub telemetry_core_enabled: bool,
+    pub telemetry_user_enabled: bool,
+    pub telemetry_me_level: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ZeroAllData {
+    pub generated_at_epoch_secs: u64,
+    pub core: ZeroCoreData,
+    pub upstream: ZeroUpstreamData,
+    pub middle_proxy: ZeroMiddleProxyData,
+    pub pool: ZeroPoolData,
+    pub desync: ZeroDesyncData,
+}
+
+/// API.md names the ME telemetry levels of `ZeroCoreData` `off|normal|verbose`, while the config
+/// (and `/v1/security/posture`, DECISIONS #24) uses `silent|normal|debug`; the contract wins here.
+pub(super) fn zero_me_level(level: config::MeTelemetryLevel) -> &'static str {
+    match level {
+        config::MeTelemetryLevel::Silent => "off",
+        config::MeTelemetryLevel::Normal => "normal",
+        config::MeTelemetryLevel::Debug => "verbose",
+    }
+}
+
+pub(super) fn zero_all(ctx: &ViewContext<'_>) -> ZeroAllData {
+    let stats = ctx.runtime.stats();
+    let core = stats.core();
+    let telemetry = &ctx.cfg().general.telemetry;
+    ZeroAllData {
+        generated_at_epoch_secs: ctx.now_epoch_secs(),
+        core: ZeroCoreData {
+            uptime_seconds: ctx.uptime_seconds(),
+            connections_total: core.connections_total,
+            connections_bad_total: core.connections_bad_total,
+            handshake_timeouts_total: core.handshake_timeouts_total,
+            configured_users: ctx.cfg().access.users.len(),
+            telemetry_core_enabled: telemetry.core_enabled,
+            telemetry_user_enabled: telemetry.user_enabled,
+            telemetry_me_level: zero_me_level(telemetry.me_level),
+        },
+        upstream: stats.upstream(),
+        middle_proxy: stats.middle_proxy(),
+        pool: stats.pool(),
+        desync: stats.desync(),
+    }
+}
