@@ -1,1 +1,21 @@
-//! placeholder
+//! `testkit` (dev-dependency only): helpers for tests that drive the real `mtproxyd` binary.
+//!
+//! Owns: ephemeral port picking, a spawned-daemon handle (start, wait for readiness, signals,
+//! logs), a minimal keep-alive HTTP/1.1 JSON client over a tokio `TcpStream`, config
+//! fixtures, and the protocol-level pieces the data-plane tests use: a test DC (`dc`), a
+//! proxy client (`client`), a masking target (`mask`) and the Python interop runner (`py`).
+//! Must not: ship in the binary, or depend on the crates under test (it speaks to them only
+//! as an outside client or server would).
+
+mod daemon;
+mod fixtures;
+mod http;
+
+pub mod client;
+pub mod dc;
+pub mod mask;
+pub mod py;
+
+pub use daemon::{free_port, Daemon, DaemonError};
+pub use fixtures::{random_secret_hex, ConfigFixture};
+pub use http::{HttpClient, HttpError, HttpResponse};

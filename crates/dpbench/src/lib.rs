@@ -1,0 +1,372 @@
+//! `dpbench`: data-plane benchmarks for mtproxyd, driven from outside like a real client.
+//!
+//! Owns: the bench binary (`cargo run --release -p dpbench -- <scenario>`), the
+//! `cargo bench -p dpbench` entry (all scenarios), proxy spawning on a generated config, and the
+//! measurements. Must not: depend on the crates under test (it talks to the `mtproxyd` binary
+//! over TCP only, with testkit's independent client and DC peers).
+//!
+//! Scenarios:
+//! * `ceiling` — no proxy: client straight to the TestDcs (upload into a sink, echo), 1 and 8
+//!   connections. Works without a proxy.
+//! * `throughput` — the same through the proxy for each mode (classic, secure, tls), with the
+//!   ratio to the ceiling.
+//! * `handshakes` — sessions per second (connect, handshake, DC link, one round trip, close)
+//!   with 1 user, and with N users (default 10,000) where every session uses another user.
+//! * `idle` — proxy VmRSS growth per idle session with 2,000 sessions held open.
+//! * `all` — everything.
+//!
+//! By default the proxy is the real `mtproxyd` release binary (see [`proxy::locate_binary`]),
+//! spawned twice on generated configs (1 user; N users) with `dc_overrides` sending DC 1 to
+//! the sink and DC 2 to the echo TestDc. `--proxy ADDR --secret HEX [--pid PID]` measures an
+//! already running proxy instead; then start the DCs on fixed ports with `--sink-port` /
+//! `--echo-port` and route DC 1 / DC 2 there in its config.
+
+pub mod proxy;
+pub mod scenarios;
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+
+use proxy::ProxyHandle;
+use scenarios::{BenchMode, Dcs, Target};
+
+/// Which measurements to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// No-proxy baselines only.
+    Ceiling,
+    /// Relay throughput (includes the ceiling).
+    Throughput,
+    /// Handshakes per second.
+    Handshakes,
+    /// RSS per idle session.
+    Idle,
+    /// All of the above.
+    All,
+}
+
+impl Scenario {
+    /// Parses a scenario name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ceiling" => Self::Ceiling,
+            "throughput" => Self::Throughput,
+            "handshakes" => Self::Handshakes,
+            "idle" => Self::Idle,
+            "all" => Self::All,
+            _ => return None,
+        })
+    }
+}
+
+/// An already running proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct External {
+    /// Client listener.
+    pub addr: SocketAddr,
+    /// One user's secret.
+    pub secret: [u8; 16],
+    /// Its pid (for the idle scenario).
+    pub pid: Option<u32>,
+}
+
+/// Bench options (CLI flags map 1:1).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What to run.
+    pub scenario: Scenario,
+    /// Measure this proxy instead of spawning one.
+    pub external: Option<External>,
+    /// Sink DC port (0 = any).
+    pub sink_port: u16,
+    /// Echo DC port (0 = any).
+    pub echo_port: u16,
+    /// Users of the many-users proxy.
+    pub users: usize,
+    /// MiB moved per throughput measurement.
+    pub mib: u64,
+    /// Sessions per handshake measurement.
+    pub handshakes: usize,
+    /// Concurrent handshakes.
+    pub concurrency: usize,
+    /// Idle sessions for the RSS measurement.
+    pub idle: usize,
+    /// Modes measured through the proxy.
+    pub modes: Vec<BenchMode>,
+    /// Build the mtproxyd release binary if it is missing.
+    pub build: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            scenario: Scenario::All,
+            external: None,
+            sink_port: 0,
+            echo_port: 0,
+            users: 10_000,
+            mib: 128,
+            handshakes: 2_000,
+            concurrency: 16,
+            idle: 2_000,
+            modes: BenchMode::ALL.to_vec(),
+            build: true,
+        }
+    }
+}
+
+/// Collected results; `errors` non-empty means some measurement could not run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Result objects, one per measurement.
+    pub results: Vec<Value>,
+    /// Human-readable failures.
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    fn ok(&mut self, line: String, v: Value) {
+        println!("{line}");
+        self.results.push(v);
+    }
+
+    fn err(&mut self, what: &str, e: String) {
+        println!("{what}: ERROR {e}");
+        self.errors.push(format!("{what}: {e}"));
+    }
+
+    /// Machine-readable summary (`DPBENCH {json}` line).
+    pub fn summary(&self) -> String {
+        format!(
+            "DPBENCH {}",
+            json!({"results": self.results, "errors": self.errors})
+        )
+    }
+}
+
+const CONNS: [usize; 2] = [1, 8];
+
+async fn ceiling(dcs: &Dcs, o: &Options, rep: &mut Report) -> Vec<(usize, f64, f64)> {
+    let mut out = Vec::new();
+    let total = o.mib << 20;
+    for conns in CONNS {
+        let t = Target::Direct(dcs);
+        let up = scenarios::upload(t, dcs, BenchMode::Classic, conns, total).await;
+        let ec = scenarios::echo(t, BenchMode::Classic, conns, total).await;
+        match (up, ec) {
+            (Ok(up), Ok(ec)) => {
+                rep.ok(
+                    format!("ceiling    conns={conns}  upload={up:9.1} MiB/s  echo={ec:9.1} MiB/s"),
+                    json!({"kind": "ceiling", "conns": conns, "upload_mib_s": up, "echo_mib_s": ec}),
+                );
+                out.push((conns, up, ec));
+            }
+            (a, b) => rep.err(
+                &format!("ceiling conns={conns}"),
+                format!("{:?} / {:?}", a.err(), b.err()),
+            ),
+        }
+    }
+    out
+}
+
+async fn proxies(o: &Options, dcs: &Dcs) -> Result<(ProxyHandle, Option<ProxyHandle>), String> {
+    if let Some(e) = o.external {
+        return Ok((ProxyHandle::external(e.addr, e.secret, e.pid), None));
+    }
+    let bin = proxy::locate_binary();
+    if !bin.exists() {
+        if !o.build {
+            return Err(format!(
+                "{} not found (build it or set MTPROXYD_BIN)",
+                bin.display()
+            ));
+        }
+        proxy::build_binary()?;
+    }
+    let one = proxy::spawn(&bin, 1, dcs.sink.addr(), dcs.echo.addr()).await?;
+    let many = proxy::spawn(&bin, o.users, dcs.sink.addr(), dcs.echo.addr()).await?;
+    Ok((one, Some(many)))
+}
+
+/// Runs the selected scenarios, printing one line per measurement.
+pub async fn run(o: &Options) -> Report {
+    let mut rep = Report::default();
+    let dcs = match scenarios::start_dcs(o.sink_port, o.echo_port).await {
+        Ok(d) => d,
+        Err(e) => {
+            rep.err("start test DCs", e.to_string());
+            return rep;
+        }
+    };
+    println!(
+        "dpbench: sink DC {} (DC {}), echo DC {} (DC {})",
+        dcs.sink.addr(),
+        proxy::DC_SINK,
+        dcs.echo.addr(),
+        proxy::DC_ECHO
+    );
+    let want_ceiling = matches!(
+        o.scenario,
+        Scenario::Ceiling | Scenario::Throughput | Scenario::All
+    );
+    let ceil = if want_ceiling {
+        ceiling(&dcs, o, &mut rep).await
+    } else {
+        Vec::new()
+    };
+    if o.scenario == Scenario::Ceiling {
+        return rep;
+    }
+    let (one, many) = match proxies(o, &dcs).await {
+        Ok(p) => p,
+        Err(e) => {
+            rep.err("proxy", e);
+            return rep;
+        }
+    };
+    let many_ref = many.as_ref().unwrap_or(&one);
+    let mut modes = Vec::new();
+    for &m in &o.modes {
+        match scenarios::preflight(Target::Proxy(&one), m).await {
+            Ok(()) => modes.push(m),
+            Err(e) => rep.err(&format!("preflight {}", m.name()), e),
+        }
+    }
+    if matches!(o.scenario, Scenario::Throughput | Scenario::All) {
+        throughput(&one, &dcs, &modes, &ceil, o, &mut rep).await;
+    }
+    if matches!(o.scenario, Scenario::Handshakes | Scenario::All) {
+        handshake_rates(&dcs, &one, many_ref, &modes, o, &mut rep).await;
+    }
+    if matches!(o.scenario, Scenario::Idle | Scenario::All) {
+        let mode = if modes.contains(&BenchMode::Tls) {
+            Some(BenchMode::Tls)
+        } else {
+            modes.first().copied()
+        };
+        if let Some(mode) = mode {
+            match scenarios::idle_rss(many_ref, mode, o.idle).await {
+                Ok(r) => rep.ok(
+                    format!(
+                        "idle       mode={} sessions={}  rss {} -> {} KiB  = {:.0} B/session",
+                        mode.name(),
+                        r.sessions,
+                        r.before_kib,
+                        r.after_kib,
+                        r.per_session_bytes()
+                    ),
+                    json!({"kind": "idle_rss", "mode": mode.name(), "sessions": r.sessions,
+                           "before_kib": r.before_kib, "after_kib": r.after_kib,
+                           "bytes_per_session": r.per_session_bytes()}),
+                ),
+                Err(e) => rep.err("idle", e),
+            }
+        }
+    }
+    if !rep.errors.is_empty() {
+        let logs = one.logs();
+        if !logs.is_empty() {
+            let tail: String = logs
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            println!("--- proxy log tail ---\n{tail}");
+        }
+    }
+    rep
+}
+
+async fn throughput(
+    p: &ProxyHandle,
+    dcs: &Dcs,
+    modes: &[BenchMode],
+    ceil: &[(usize, f64, f64)],
+    o: &Options,
+    rep: &mut Report,
+) {
+    let total = o.mib << 20;
+    for &mode in modes {
+        for conns in CONNS {
+            let t = Target::Proxy(p);
+            let up = scenarios::upload(t, dcs, mode, conns, total).await;
+            let ec = scenarios::echo(t, mode, conns, total).await;
+            let (cu, ce) = ceil
+                .iter()
+                .find(|c| c.0 == conns)
+                .map(|c| (c.1, c.2))
+                .unwrap_or((f64::NAN, f64::NAN));
+            match (up, ec) {
+                (Ok(up), Ok(ec)) => rep.ok(
+                    format!(
+                        "throughput mode={:7} conns={conns}  upload={up:9.1} MiB/s (x{:.2} of ceiling)  echo={ec:9.1} MiB/s (x{:.2})",
+                        mode.name(),
+                        up / cu,
+                        ec / ce
+                    ),
+                    json!({"kind": "throughput", "mode": mode.name(), "conns": conns,
+                           "upload_mib_s": up, "echo_mib_s": ec,
+                           "upload_ratio": up / cu, "echo_ratio": ec / ce}),
+                ),
+                (a, b) => rep.err(
+                    &format!("throughput {} conns={conns}", mode.name()),
+                    format!("{:?} / {:?}", a.err(), b.err()),
+                ),
+            }
+        }
+    }
+}
+
+async fn handshake_rates(
+    dcs: &Dcs,
+    one: &ProxyHandle,
+    many: &ProxyHandle,
+    modes: &[BenchMode],
+    o: &Options,
+    rep: &mut Report,
+) {
+    match scenarios::handshakes(
+        Target::Direct(dcs),
+        BenchMode::Classic,
+        o.handshakes,
+        o.concurrency,
+        false,
+    )
+    .await
+    {
+        Ok(r) => rep.ok(
+            format!("handshakes ceiling (no proxy)        {r:9.0} /s"),
+            json!({"kind": "handshakes", "mode": "ceiling", "users": 0, "per_s": r}),
+        ),
+        Err(e) => rep.err("handshakes ceiling", e),
+    }
+    for &mode in modes {
+        for (p, distinct) in [(one, false), (many, true)] {
+            let users = p.secrets.len();
+            match scenarios::handshakes(
+                Target::Proxy(p),
+                mode,
+                o.handshakes,
+                o.concurrency,
+                distinct,
+            )
+            .await
+            {
+                Ok(r) => rep.ok(
+                    format!(
+                        "handshakes mode={:7} users={users:<6} {r:9.0} /s",
+                        mode.name()
+                    ),
+                    json!({"kind": "handshakes", "mode": mode.name(), "users": users,
+                           "distinct_users": distinct, "per_s": r}),
+                ),
+                Err(e) => rep.err(&format!("handshakes {} users={users}", mode.name()), e),
+            }
+        }
+    }
+}

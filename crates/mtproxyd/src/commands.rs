@@ -1,0 +1,84 @@
+//! The one-shot commands: `check` (validate a config file) and `links` (print tg:// links).
+//! Both only read the file; output goes to stdout, errors to stderr.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use config::ConfigStore;
+
+use crate::netinfo;
+
+/// `mtproxyd check --config PATH`: prints warnings and the verdict; exit 0 when valid.
+pub fn check(path: &Path) -> ExitCode {
+    match ConfigStore::open(path) {
+        Ok(store) => {
+            for w in store.warnings() {
+                println!("warning: {w}");
+            }
+            let snap = store.current();
+            println!(
+                "ok: {} is valid ({} users, revision {})",
+                path.display(),
+                snap.config.access.users.len(),
+                snap.revision
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The links of one user as `(mode, link)` pairs, in API order (classic, secure, tls).
+pub fn user_links(
+    cfg: &config::Config,
+    detected: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
+    secret_hex: &str,
+) -> Vec<(String, String)> {
+    let plan = api::links::LinkPlan::from_config(cfg, detected);
+    let mut buf = Vec::new();
+    plan.write_links(&mut buf, secret_hex);
+    let value: serde_json::Value = serde_json::from_slice(&buf).unwrap_or_default();
+    let mut out = Vec::new();
+    for mode in ["classic", "secure", "tls"] {
+        if let Some(list) = value.get(mode).and_then(|v| v.as_array()) {
+            for link in list.iter().filter_map(|l| l.as_str()) {
+                out.push((mode.to_owned(), link.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// `mtproxyd links --config PATH [USER]`: one block per user (`# user`, then `mode link`
+/// lines). Exit 1 when the config is invalid or `USER` is unknown.
+pub fn links(path: &Path, user: Option<&str>) -> ExitCode {
+    let store = match ConfigStore::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let snap = store.current();
+    let cfg = &snap.config;
+    let detected = netinfo::local_interface_addrs();
+    if let Some(u) = user {
+        if !cfg.access.users.contains_key(u) {
+            eprintln!("error: no user {u:?} in {}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    for (name, secret) in &cfg.access.users {
+        if user.is_some_and(|u| u != name) {
+            continue;
+        }
+        println!("# {name}");
+        for (mode, link) in user_links(cfg, detected, &secret.to_hex()) {
+            println!("{mode} {link}");
+        }
+    }
+    ExitCode::SUCCESS
+}

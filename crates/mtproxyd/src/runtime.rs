@@ -1,0 +1,180 @@
+//! `RuntimeHandle`: the binary's implementation of the API's `Runtime` port.
+//!
+//! What is real today: counters/users/IPs/events (`stats`), the startup tracker, config reload
+//! counters, local interface addresses as detected IPs, and from the data plane (when its
+//! listeners could be bound) admission state, session closing and the upstream rows with
+//! health/latency. Without a data plane the upstream rows are derived from `[[upstreams]]`
+//! (nothing checks them then: enabled = healthy, zero failures, checked at process start). Not built yet, reported as unavailable:
+//! the middle-proxy pool (`me_pool() == None`) and the NAT/STUN probe (`nat_stun() == None`).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use api::runtime::{
+    GatesSnapshot, IpPreference, MePoolSnapshot, NatStunSnapshot, ReloadStats, Runtime,
+    StartupSnapshot, StartupTracker, UpstreamDcSnapshot, UpstreamRouteKind, UpstreamSnapshot,
+    UpstreamsSnapshot,
+};
+use config::ConfigStore;
+use dataplane::DataplaneHandle;
+use stats::Stats;
+
+/// The running proxy as the control plane sees it.
+pub struct RuntimeHandle {
+    store: Arc<ConfigStore>,
+    stats: Arc<Stats>,
+    startup: Arc<StartupTracker>,
+    started_at: SystemTime,
+    detected: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+    dataplane: Option<Arc<DataplaneHandle>>,
+}
+
+impl RuntimeHandle {
+    /// Wires the port over the shared pieces.
+    pub fn new(
+        store: Arc<ConfigStore>,
+        stats: Arc<Stats>,
+        startup: Arc<StartupTracker>,
+        detected: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+        dataplane: Option<Arc<DataplaneHandle>>,
+    ) -> Self {
+        Self {
+            started_at: stats.started_at(),
+            store,
+            stats,
+            startup,
+            detected,
+            dataplane,
+        }
+    }
+
+    /// Shared counters (owned `Arc`).
+    pub fn stats_arc(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+fn route_kind(kind: &str) -> UpstreamRouteKind {
+    match kind {
+        "socks4" => UpstreamRouteKind::Socks4,
+        "socks5" => UpstreamRouteKind::Socks5,
+        "shadowsocks" => UpstreamRouteKind::Shadowsocks,
+        _ => UpstreamRouteKind::Direct,
+    }
+}
+
+fn ip_preference(p: dataplane::IpPreference) -> IpPreference {
+    match p {
+        dataplane::IpPreference::Unknown => IpPreference::Unknown,
+        dataplane::IpPreference::PreferV4 => IpPreference::PreferV4,
+        dataplane::IpPreference::PreferV6 => IpPreference::PreferV6,
+        dataplane::IpPreference::BothWork => IpPreference::BothWork,
+        dataplane::IpPreference::Unavailable => IpPreference::Unavailable,
+    }
+}
+
+fn from_dataplane(row: dataplane::UpstreamRow) -> UpstreamSnapshot {
+    UpstreamSnapshot {
+        upstream_id: row.upstream_id,
+        route_kind: route_kind(row.route_kind),
+        address: row.address,
+        weight: row.weight,
+        scopes: row.scopes,
+        healthy: row.healthy,
+        fails: row.fails,
+        last_check_at: row.last_check_at,
+        effective_latency_ms: row.effective_latency_ms,
+        dc: row
+            .dc
+            .into_iter()
+            .map(|d| UpstreamDcSnapshot {
+                dc: d.dc,
+                latency_ema_ms: d.latency_ema_ms,
+                ip_preference: ip_preference(d.ip_preference),
+            })
+            .collect(),
+    }
+}
+
+impl Runtime for RuntimeHandle {
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn startup(&self) -> StartupSnapshot {
+        self.startup.snapshot()
+    }
+
+    fn gates(&self) -> GatesSnapshot {
+        GatesSnapshot {
+            accepting_new_connections: self
+                .dataplane
+                .as_ref()
+                .is_some_and(|d| d.accepting_new_connections()),
+            // No middle-proxy pool exists in this build.
+            me_runtime_ready: false,
+        }
+    }
+
+    fn me_pool(&self) -> Option<MePoolSnapshot> {
+        None
+    }
+
+    fn upstreams(&self) -> Option<UpstreamsSnapshot> {
+        if let Some(d) = &self.dataplane {
+            // `None` while a row is being updated: reported as source_unavailable.
+            let rows = d.upstreams_snapshot()?;
+            return Some(UpstreamsSnapshot {
+                upstreams: rows.into_iter().map(from_dataplane).collect(),
+            });
+        }
+        let snap = self.store.current();
+        let upstreams = snap
+            .config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| UpstreamSnapshot {
+                upstream_id: i,
+                route_kind: route_kind(u.route_kind()),
+                address: u.address_display(),
+                weight: u.weight,
+                scopes: u.scopes.clone(),
+                healthy: u.enabled,
+                fails: 0,
+                last_check_at: self.started_at,
+                effective_latency_ms: None,
+                dc: Vec::new(),
+            })
+            .collect();
+        Some(UpstreamsSnapshot { upstreams })
+    }
+
+    fn nat_stun(&self) -> Option<NatStunSnapshot> {
+        None
+    }
+
+    fn detected_ips(&self) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        self.detected
+    }
+
+    fn process_started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    fn config_reload_stats(&self) -> ReloadStats {
+        let r = self.store.reload_stats();
+        ReloadStats {
+            reload_count: r.reload_count,
+            last_reload_epoch_secs: r.last_reload_epoch_secs,
+        }
+    }
+
+    fn close_user_sessions(&self, username: &str) {
+        match &self.dataplane {
+            Some(d) => d.close_user_sessions(username),
+            None => tracing::debug!(user = username, "no data plane: no sessions to close"),
+        }
+    }
+}

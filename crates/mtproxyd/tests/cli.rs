@@ -1,0 +1,112 @@
+//! One-shot commands of the real binary: `check` and `links`.
+
+mod common;
+
+use common::{check, run_cmd};
+use testkit::ConfigFixture;
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, ConfigFixture::new(9).render()).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    assert!(out.contains("ok:"), "{out}");
+    assert!(out.contains("1 users"), "{out}");
+}
+
+#[test]
+fn check_rejects_a_bad_value_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let mut f = ConfigFixture::new(9);
+    f.extra = String::new();
+    let text = f
+        .render()
+        .replace("runtime_edge_enabled = true", "runtime_edge_top_n = 0");
+    std::fs::write(&path, text).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(out.contains("server.api.runtime_edge_top_n"), "{out}");
+}
+
+#[test]
+fn check_rejects_broken_toml_and_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[server\nport = 1\n").unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(out.contains("error"), "{out}");
+    let (ok, out) = check(&dir.path().join("absent.toml"));
+    assert!(!ok, "{out}");
+}
+
+#[test]
+fn check_reports_unknown_keys_as_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let mut f = ConfigFixture::new(9);
+    f.extra = "[general.no_such_section]\nfoo = 1\n".to_owned();
+    std::fs::write(&path, f.render()).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    assert!(out.contains("warning:"), "{out}");
+    assert!(out.contains("no_such_section"), "{out}");
+}
+
+#[test]
+fn links_prints_tls_links_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let mut f = ConfigFixture::new(9);
+    f.users
+        .push(("bob".to_owned(), testkit::random_secret_hex()));
+    std::fs::write(&path, f.render()).unwrap();
+    let p = path.to_str().unwrap();
+
+    let out = run_cmd(&["links", "--config", p], dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let domain_hex = "6578616d706c652e636f6d"; // "example.com"
+    for (name, secret) in &f.users {
+        assert!(text.contains(&format!("# {name}\n")), "{text}");
+        let link = format!(
+            "tls tg://proxy?server=127.0.0.1&port={}&secret=ee{secret}{domain_hex}",
+            f.server_port
+        );
+        assert!(text.contains(&link), "missing {link} in\n{text}");
+    }
+
+    let out = run_cmd(&["links", "--config", p, "bob"], dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# bob") && !text.contains("# alice"),
+        "{text}"
+    );
+
+    let out = run_cmd(&["links", "--config", p, "nobody"], dir.path());
+    assert!(!out.status.success());
+}
+
+#[test]
+fn run_refuses_an_invalid_config_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = ConfigFixture::new(9).render().replace(
+        "runtime_edge_enabled = true",
+        "request_body_limit_bytes = 0",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = run_cmd(&["run", "--config", path.to_str().unwrap()], dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.api.request_body_limit_bytes"),
+        "{stderr}"
+    );
+    // The file is left exactly as it was.
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}

@@ -1,0 +1,301 @@
+//! End-to-end checks of the real `mtproxyd` binary with testkit's independent peers: every
+//! client mode through the proxy to a TestDc, active probes ending at the MaskServer, and the
+//! real third-party client libraries of tests-py/.
+//!
+//! Ignored by default because they need artifacts `cargo test -p testkit` does not build:
+//! * the binary: `$MTPROXYD_BIN`, else `mtproxyd` next to this test's `deps/` folder
+//!   (`cargo build -p mtproxyd` with the same target dir);
+//! * for the Python test, `$MTPROXYD_PY` with tests-py/requirements.txt installed.
+//!
+//! `cargo build -p mtproxyd && MTPROXYD_PY=/path/venv/bin/python cargo test -p testkit --test real_proxy -- --ignored`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use testkit::client::probe::{bad_digest_hello, send_probe};
+use testkit::client::{ClientError, HelloShape, Mode, Tag, TestClient, TestConn, TlsOptions};
+use testkit::dc::mtproto;
+use testkit::dc::{DcMessage, DcMode, TestDc};
+use testkit::mask::{http_reply, MaskReply, MaskServer};
+use testkit::{free_port, Daemon};
+
+const T: Duration = Duration::from_secs(10);
+const DOMAIN: &str = "example.com";
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MTPROXYD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/<profile>/deps/real_proxy-xxxx -> target/<profile>/mtproxyd
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("mtproxyd"))
+        .expect("target dir")
+}
+
+struct Setup {
+    proxy: SocketAddr,
+    secret: [u8; 16],
+    dc: TestDc,
+    mask: MaskServer,
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+fn config(port: u16, api: u16, secret: &[u8; 16], dc: SocketAddr, mask: SocketAddr) -> String {
+    let mut overrides = String::new();
+    for i in 1..=5 {
+        overrides.push_str(&format!("\"{i}\" = \"{dc}\"\n\"-{i}\" = \"{dc}\"\n"));
+    }
+    format!(
+        "[general]\nuse_middle_proxy = false\nlog_level = \"debug\"\n\n\
+         [general.modes]\nclassic = true\nsecure = true\ntls = true\n\n\
+         [server]\nport = {port}\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
+         [server.api]\nenabled = true\nlisten = \"127.0.0.1:{api}\"\nwhitelist = [\"127.0.0.1/32\"]\n\n\
+         [censorship]\ntls_domain = \"{DOMAIN}\"\nmask = true\nmask_host = \"{}\"\nmask_port = {}\n\
+         unknown_sni_action = \"mask\"\n\n\
+         [access.users]\nalice = \"{}\"\n\n[dc_overrides]\n{overrides}",
+        mask.ip(),
+        mask.port(),
+        hex::encode(secret)
+    )
+}
+
+async fn setup() -> Setup {
+    let bin = binary();
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build -p mtproxyd (or set MTPROXYD_BIN)",
+        bin.display()
+    );
+    let dc = TestDc::start(DcMode::MtProto).await.unwrap();
+    let mask = MaskServer::start(MaskReply::Http).await.unwrap();
+    let secret: [u8; 16] = rand::random();
+    let dir = tempfile::tempdir().unwrap();
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (port, api) = (free_port(), free_port());
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, config(port, api, &secret, dc.addr(), mask.addr())).unwrap();
+        let cfg_s = cfg.to_string_lossy().into_owned();
+        let mut daemon = Daemon::spawn(
+            &bin,
+            &["run", "--config", &cfg_s],
+            dir.path(),
+            "mtproxyd",
+            &[],
+        )
+        .unwrap();
+        match daemon
+            .wait_ready(([127, 0, 0, 1], api).into(), Duration::from_secs(30))
+            .await
+        {
+            Ok(()) => {
+                return Setup {
+                    proxy: ([127, 0, 0, 1], port).into(),
+                    secret,
+                    dc,
+                    mask,
+                    daemon,
+                    _dir: dir,
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    panic!("mtproxyd did not start: {last}");
+}
+
+async fn req_pq(c: &mut TestConn, dc: &TestDc) -> Result<(), String> {
+    let nonce: [u8; 16] = rand::random();
+    c.send_packet(&mtproto::req_pq_multi_message(&nonce))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = c.recv_packet().await.map_err(|e| e.to_string())?;
+    let msg = mtproto::parse_plain(&reply)?;
+    let res = mtproto::parse_res_pq(&msg.body)?;
+    let seen = dc.messages().into_iter().any(|m| {
+        matches!(m, DcMessage::ReqPq { nonce: n, server_nonce, .. }
+            if n == nonce && server_nonce == res.server_nonce)
+    });
+    if res.nonce == nonce && seen {
+        Ok(())
+    } else {
+        Err(format!("resPQ mismatch: {res:?}"))
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a built mtproxyd binary (see file docs)"]
+async fn every_client_mode_reaches_the_dc() {
+    let s = setup().await;
+    let mut small = TlsOptions::new(DOMAIN);
+    small.shape = HelloShape::Small517;
+    small.send_ccs = false;
+    small.init_merged = false;
+    let cases = [
+        (Mode::Abridged, 2i16),
+        (Mode::Intermediate, -3),
+        (Mode::Secure, 4),
+        (Mode::Tls(TlsOptions::new(DOMAIN)), 2),
+        (Mode::Tls(small), 5),
+    ];
+    for (i, (mode, dc_idx)) in cases.into_iter().enumerate() {
+        let what = format!("{mode:?}");
+        let tag = mode.tag();
+        let mut c = TestClient::connect(s.proxy, mode, s.secret, dc_idx)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", s.daemon.logs()));
+        for _ in 0..2 {
+            req_pq(&mut c, &s.dc)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{}", s.daemon.logs()));
+        }
+        let sess = &s.dc.sessions()[i];
+        assert_eq!(sess.tag, Some(tag), "{what}");
+        assert_eq!(sess.dc, dc_idx, "{what}");
+    }
+    assert!(s.mask.connections().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs a built mtproxyd binary (see file docs)"]
+async fn probes_end_at_the_mask_server() {
+    let s = setup().await;
+    let logs = |s: &Setup| s.daemon.logs();
+
+    // 1. ClientHello with a wrong digest: forwarded unchanged, prober sees the mask's reply.
+    let hello = bad_digest_hello(&s.secret, Some(DOMAIN));
+    let out = send_probe(s.proxy, &hello, T, false).await.unwrap();
+    assert_eq!(out.received, http_reply(), "bad digest\n{}", logs(&s));
+    let got = s.mask.wait_received(0, hello.len(), T).await;
+    assert_eq!(got, Some(hello), "bad digest hello forwarded unchanged");
+
+    // 2. Valid digest but an SNI the proxy does not serve (unknown_sni_action = mask).
+    let mut wrong_sni = TlsOptions::new("not-configured.example.org");
+    wrong_sni.shape = HelloShape::Small517;
+    match TestClient::connect(s.proxy, Mode::Tls(wrong_sni), s.secret, 2).await {
+        Err(ClientError::NotServerHello(got)) => assert_eq!(got, http_reply(), "wrong SNI"),
+        Err(e) => panic!("wrong SNI: {e}\n{}", logs(&s)),
+        Ok(_) => panic!("wrong SNI was served\n{}", logs(&s)),
+    }
+    let got = s.mask.wait_received(1, 517, T).await;
+    assert_eq!(got.map(|g| g.len()), Some(517), "wrong-SNI hello forwarded");
+
+    // 3. Replay of an exact obfuscated2 init (classic): first served, second masked.
+    let mut c = TestClient::connect(s.proxy, Mode::Intermediate, s.secret, 2)
+        .await
+        .unwrap();
+    req_pq(&mut c, &s.dc).await.unwrap();
+    let init = c.init_wire();
+    let out = send_probe(s.proxy, &init, Duration::from_secs(3), false)
+        .await
+        .unwrap();
+    assert_eq!(out.received, http_reply(), "replayed init\n{}", logs(&s));
+    let got = s.mask.wait_received(2, 64, T).await;
+    assert_eq!(
+        got.as_deref(),
+        Some(&init[..]),
+        "replayed init forwarded unchanged"
+    );
+
+    // 4. Replay of an exact, valid ClientHello.
+    let c = TestClient::connect(s.proxy, Mode::Tls(TlsOptions::new(DOMAIN)), s.secret, 2)
+        .await
+        .unwrap();
+    let hello = c.client_hello().unwrap().to_vec();
+    let out = send_probe(s.proxy, &hello, Duration::from_secs(3), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.received,
+        http_reply(),
+        "replayed ClientHello\n{}",
+        logs(&s)
+    );
+    let got = s.mask.wait_received(3, hello.len(), T).await;
+    assert_eq!(got, Some(hello), "replayed hello forwarded unchanged");
+
+    // 5. Correct digest, but a timestamp an hour old (outside the ±120 s skew window).
+    let mut stale = TlsOptions::new(DOMAIN);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    stale.timestamp = Some(now - 3600);
+    match TestClient::connect(s.proxy, Mode::Tls(stale), s.secret, 2).await {
+        Err(ClientError::NotServerHello(got)) => assert_eq!(got, http_reply(), "stale hello"),
+        Err(e) => panic!("stale hello: {e}\n{}", logs(&s)),
+        Ok(_) => panic!("stale hello was served\n{}", logs(&s)),
+    }
+    assert!(s.mask.wait_received(4, 517, T).await.is_some());
+}
+
+#[tokio::test]
+#[ignore = "needs a built mtproxyd binary and MTPROXYD_PY (see file docs)"]
+async fn real_client_libraries_reach_the_dc() {
+    assert!(
+        testkit::py::has_modules(&["telethon", "pyrogram"]).await,
+        "{} lacks telethon/kurigram: pip install -r tests-py/requirements.txt",
+        testkit::py::python()
+    );
+    let s = setup().await;
+    let hex_secret = hex::encode(s.secret);
+    let ee = format!("ee{hex_secret}{}", hex::encode(DOMAIN));
+    let dd = format!("dd{hex_secret}");
+    let cases: Vec<(&str, Vec<&str>, Tag)> = vec![
+        (
+            "telethon_interop.py",
+            vec!["--conn", "abridged", "--secret", &hex_secret],
+            Tag::Abridged,
+        ),
+        (
+            "telethon_interop.py",
+            vec!["--conn", "intermediate", "--secret", &hex_secret],
+            Tag::Intermediate,
+        ),
+        (
+            "telethon_interop.py",
+            vec!["--conn", "randomized", "--secret", &dd],
+            Tag::Padded,
+        ),
+        ("kurigram_interop.py", vec!["--secret", &dd], Tag::Padded),
+        ("kurigram_interop.py", vec!["--secret", &ee], Tag::Padded),
+    ];
+    let port = s.proxy.port().to_string();
+    for (i, (script, args, tag)) in cases.into_iter().enumerate() {
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args.extend(["--port".into(), port.clone(), "--dc".into(), "2".into()]);
+        let r = testkit::py::run_interop(script, &args, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(
+            r.ok,
+            "{script} {args:?}: {}\n{}\n{}",
+            r.json,
+            r.stderr,
+            s.daemon.logs()
+        );
+        let sess = &s.dc.sessions()[i];
+        assert_eq!((sess.tag, sess.dc), (Some(tag), 2), "{script} {args:?}");
+        let logged = s.dc.messages().into_iter().find_map(|m| match m {
+            DcMessage::ReqPq {
+                session,
+                nonce,
+                server_nonce,
+                ..
+            } if session == sess.id => Some((hex::encode(nonce), hex::encode(server_nonce))),
+            _ => None,
+        });
+        let reported = (
+            r.json["nonce"].as_str().unwrap_or_default().to_owned(),
+            r.json["server_nonce"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        assert_eq!(logged, Some(reported), "{script}: {}", r.json);
+    }
+}
