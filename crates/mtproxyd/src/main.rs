@@ -13,14 +13,22 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// What build.rs could find out about this build (reported by `--version` and `/v1/system/info`).
+pub(crate) const BUILD_INFO: api::runtime::BuildInfo = api::runtime::BuildInfo {
+    profile: option_env!("MTPROXYD_BUILD_PROFILE"),
+    git_commit: option_env!("MTPROXYD_GIT_COMMIT"),
+    build_time_utc: option_env!("MTPROXYD_BUILD_TIME_UTC"),
+    rustc_version: option_env!("MTPROXYD_RUSTC_VERSION"),
+};
+
 fn long_version() -> String {
     let or_unknown = |v: Option<&'static str>| v.unwrap_or("unknown");
     format!(
         "{}\ncommit: {}\nbuilt: {}\nrustc: {}",
         env!("CARGO_PKG_VERSION"),
-        or_unknown(option_env!("MTPROXYD_GIT_COMMIT")),
-        or_unknown(option_env!("MTPROXYD_BUILD_TIME_UTC")),
-        or_unknown(option_env!("MTPROXYD_RUSTC_VERSION")),
+        or_unknown(BUILD_INFO.git_commit),
+        or_unknown(BUILD_INFO.build_time_utc),
+        or_unknown(BUILD_INFO.rustc_version),
     )
 }
 

@@ -177,4 +177,8 @@ impl Runtime for RuntimeHandle {
             None => tracing::debug!(user = username, "no data plane: no sessions to close"),
         }
     }
+
+    fn build_info(&self) -> api::runtime::BuildInfo {
+        crate::BUILD_INFO
+    }
 }

@@ -58,6 +58,17 @@ async fn run_creates_default_config_and_serves_health() {
     assert_eq!(body["ok"], true);
     assert_eq!(body["data"]["status"], "ok");
     assert_eq!(usernames(&mut c).await.unwrap(), vec!["default".to_owned()]);
+    // Build metadata travels from the binary's build script through the runtime port.
+    let info = system_info(&mut c).await;
+    let rustc = info["rustc_version"].as_str().unwrap_or_default();
+    assert!(rustc.starts_with("rustc "), "{info}");
+    assert!(
+        !info["build_profile"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{info}"
+    );
 }
 
 async fn system_info(c: &mut HttpClient) -> serde_json::Value {

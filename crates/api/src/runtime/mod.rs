@@ -39,6 +39,18 @@ pub struct GatesSnapshot {
 /// Config reload counters, as kept by `config::ConfigStore::reload_stats`.
 pub use config::ReloadStats;
 
+/// Build metadata of the running binary. Only the binary's own build script knows it (the `api`
+/// crate is compiled separately), so it travels through the port; absent values are omitted
+/// from `/v1/system/info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BuildInfo {
+    /// Cargo profile the binary was built with (`debug`, `release`, ...).
+    pub profile: Option<&'static str>,
+    pub git_commit: Option<&'static str>,
+    pub build_time_utc: Option<&'static str>,
+    pub rustc_version: Option<&'static str>,
+}
+
 /// What the control plane needs from the running proxy. Implemented by the binary (and by
 /// fakes in tests). Every method must be cheap and non-blocking: a snapshot that would need to
 /// wait for a busy lock returns `None` instead (reported as `source_unavailable`).
@@ -63,4 +75,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn config_reload_stats(&self) -> ReloadStats;
     /// Close every live session of `username` (user deleted or secret rotated).
     fn close_user_sessions(&self, username: &str);
+    /// Build metadata of the binary (none by default, e.g. in tests).
+    fn build_info(&self) -> BuildInfo {
+        BuildInfo::default()
+    }
 }

@@ -40,12 +40,11 @@ pub struct SystemInfoData {
     pub last_config_reload_epoch_secs: Option<u64>,
 }
 
-/// Build metadata is read from the environment of the build that compiles this crate (set
-/// e.g. `MTPROXYD_GIT_COMMIT`, `BUILD_TIME_UTC`, `RUSTC_VERSION` for a release build); absent
-/// values are omitted from the payload.
+/// Build metadata comes from the binary through the runtime port; absent values are omitted.
 pub(super) fn system_info(ctx: &ViewContext<'_>) -> SystemInfoData {
     let reload = ctx.runtime.config_reload_stats();
-    let build_profile = option_env!("PROFILE").unwrap_or(if cfg!(debug_assertions) {
+    let build = ctx.runtime.build_info();
+    let build_profile = build.profile.unwrap_or(if cfg!(debug_assertions) {
         "debug"
     } else {
         "release"
@@ -55,9 +54,9 @@ pub(super) fn system_info(ctx: &ViewContext<'_>) -> SystemInfoData {
         target_arch: std::env::consts::ARCH,
         target_os: std::env::consts::OS,
         build_profile,
-        git_commit: option_env!("MTPROXYD_GIT_COMMIT").or(option_env!("GIT_COMMIT")),
-        build_time_utc: option_env!("MTPROXYD_BUILD_TIME_UTC").or(option_env!("BUILD_TIME_UTC")),
-        rustc_version: option_env!("MTPROXYD_RUSTC_VERSION").or(option_env!("RUSTC_VERSION")),
+        git_commit: build.git_commit,
+        build_time_utc: build.build_time_utc,
+        rustc_version: build.rustc_version,
         process_started_at_epoch_secs: epoch_secs(ctx.runtime.process_started_at()),
         uptime_seconds: ctx.uptime_seconds(),
         config_path: ctx.snapshot.path.display().to_string(),
