@@ -2,12 +2,9 @@
 //! client mode through the proxy to a TestDc, active probes ending at the MaskServer, and the
 //! real third-party client libraries of tests-py/.
 //!
-//! Ignored by default because they need artifacts `cargo test -p testkit` does not build:
-//! * the binary: `$MTPROXYD_BIN`, else `mtproxyd` next to this test's `deps/` folder
-//!   (`cargo build -p mtproxyd` with the same target dir);
-//! * for the Python test, `$MTPROXYD_PY` with tests-py/requirements.txt installed.
-//!
-//! `cargo build -p mtproxyd && MTPROXYD_PY=/path/venv/bin/python cargo test -p testkit --test real_proxy -- --ignored`
+//! The Python test needs `$MTPROXYD_PY` with tests-py/requirements.txt installed
+//! (`scripts/test.sh` prepares it); without it the test fails under CI (`CI` set) and is
+//! skipped with a notice elsewhere.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,15 +21,7 @@ const T: Duration = Duration::from_secs(10);
 const DOMAIN: &str = "example.com";
 
 fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("MTPROXYD_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test exe path");
-    // target/<profile>/deps/real_proxy-xxxx -> target/<profile>/mtproxyd
-    exe.parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("mtproxyd"))
-        .expect("target dir")
+    PathBuf::from(env!("CARGO_BIN_EXE_mtproxyd"))
 }
 
 struct Setup {
@@ -65,11 +54,6 @@ fn config(port: u16, api: u16, secret: &[u8; 16], dc: SocketAddr, mask: SocketAd
 
 async fn setup() -> Setup {
     let bin = binary();
-    assert!(
-        bin.exists(),
-        "{} missing: cargo build -p mtproxyd (or set MTPROXYD_BIN)",
-        bin.display()
-    );
     let dc = TestDc::start(DcMode::MtProto).await.unwrap();
     let mask = MaskServer::start(MaskReply::Http).await.unwrap();
     let secret: [u8; 16] = rand::random();
@@ -128,7 +112,6 @@ async fn req_pq(c: &mut TestConn, dc: &TestDc) -> Result<(), String> {
 }
 
 #[tokio::test]
-#[ignore = "needs a built mtproxyd binary (see file docs)"]
 async fn every_client_mode_reaches_the_dc() {
     let s = setup().await;
     let mut small = TlsOptions::new(DOMAIN);
@@ -161,7 +144,6 @@ async fn every_client_mode_reaches_the_dc() {
 }
 
 #[tokio::test]
-#[ignore = "needs a built mtproxyd binary (see file docs)"]
 async fn probes_end_at_the_mask_server() {
     let s = setup().await;
     let logs = |s: &Setup| s.daemon.logs();
@@ -234,13 +216,16 @@ async fn probes_end_at_the_mask_server() {
 }
 
 #[tokio::test]
-#[ignore = "needs a built mtproxyd binary and MTPROXYD_PY (see file docs)"]
 async fn real_client_libraries_reach_the_dc() {
-    assert!(
-        testkit::py::has_modules(&["telethon", "pyrogram"]).await,
-        "{} lacks telethon/kurigram: pip install -r tests-py/requirements.txt",
-        testkit::py::python()
-    );
+    if !testkit::py::has_modules(&["telethon", "pyrogram"]).await {
+        let why = format!(
+            "{} lacks telethon/kurigram: run scripts/test.sh or pip install -r tests-py/requirements.txt",
+            testkit::py::python()
+        );
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED real_client_libraries_reach_the_dc: {why}");
+        return;
+    }
     let s = setup().await;
     let hex_secret = hex::encode(s.secret);
     let ee = format!("ee{hex_secret}{}", hex::encode(DOMAIN));
