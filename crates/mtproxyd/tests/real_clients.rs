@@ -15,7 +15,7 @@ use testkit::client::{ClientError, HelloShape, Mode, Tag, TestClient, TestConn, 
 use testkit::dc::mtproto;
 use testkit::dc::{DcMessage, DcMode, TestDc};
 use testkit::mask::{http_reply, MaskReply, MaskServer};
-use testkit::{free_port, Daemon};
+use testkit::{free_port, Daemon, HttpClient};
 
 const T: Duration = Duration::from_secs(10);
 const DOMAIN: &str = "example.com";
@@ -26,6 +26,7 @@ fn binary() -> PathBuf {
 
 struct Setup {
     proxy: SocketAddr,
+    api: SocketAddr,
     secret: [u8; 16],
     dc: TestDc,
     mask: MaskServer,
@@ -42,7 +43,8 @@ fn config(port: u16, api: u16, secret: &[u8; 16], dc: SocketAddr, mask: SocketAd
         "[general]\nuse_middle_proxy = false\nlog_level = \"debug\"\n\n\
          [general.modes]\nclassic = true\nsecure = true\ntls = true\n\n\
          [server]\nport = {port}\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
-         [server.api]\nenabled = true\nlisten = \"127.0.0.1:{api}\"\nwhitelist = [\"127.0.0.1/32\"]\n\n\
+         [server.api]\nenabled = true\nlisten = \"127.0.0.1:{api}\"\nwhitelist = [\"127.0.0.1/32\"]\n\
+         runtime_edge_enabled = true\nruntime_edge_cache_ttl_ms = 0\n\n\
          [censorship]\ntls_domain = \"{DOMAIN}\"\nmask = true\nmask_host = \"{}\"\nmask_port = {}\n\
          unknown_sni_action = \"mask\"\n\n\
          [access.users]\nalice = \"{}\"\n\n[dc_overrides]\n{overrides}",
@@ -53,8 +55,12 @@ fn config(port: u16, api: u16, secret: &[u8; 16], dc: SocketAddr, mask: SocketAd
 }
 
 async fn setup() -> Setup {
+    setup_with(DcMode::MtProto).await
+}
+
+async fn setup_with(dc_mode: DcMode) -> Setup {
     let bin = binary();
-    let dc = TestDc::start(DcMode::MtProto).await.unwrap();
+    let dc = TestDc::start(dc_mode).await.unwrap();
     let mask = MaskServer::start(MaskReply::Http).await.unwrap();
     let secret: [u8; 16] = rand::random();
     let dir = tempfile::tempdir().unwrap();
@@ -79,6 +85,7 @@ async fn setup() -> Setup {
             Ok(()) => {
                 return Setup {
                     proxy: ([127, 0, 0, 1], port).into(),
+                    api: ([127, 0, 0, 1], api).into(),
                     secret,
                     dc,
                     mask,
@@ -283,4 +290,116 @@ async fn real_client_libraries_reach_the_dc() {
         );
         assert_eq!(logged, Some(reported), "{script}: {}", r.json);
     }
+}
+
+async fn api_data(c: &mut HttpClient, path: &str) -> serde_json::Value {
+    let r = c.get(path).await.unwrap();
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.json().unwrap()["data"].clone()
+}
+
+/// The API reports the traffic that really went through the proxy: live connections (per user,
+/// per route, leaderboard), octets in both directions, unique IPs, totals and bad connections.
+#[tokio::test]
+async fn api_reports_the_real_traffic() {
+    const SESSIONS: usize = 3;
+    const K: usize = 100_000;
+    let s = setup_with(DcMode::Echo).await;
+    let mut c = HttpClient::new(s.api);
+
+    let mut conns = Vec::new();
+    for i in 0..SESSIONS {
+        let mut conn = TestClient::connect(s.proxy, Mode::Intermediate, s.secret, 2)
+            .await
+            .unwrap_or_else(|e| panic!("session {i}: {e}\n{}", s.daemon.logs()));
+        conn.flush_init().await.unwrap();
+        let payload: Vec<u8> = (0..K).map(|b| (b * 7 + i) as u8).collect();
+        conn.send(&payload).await.unwrap();
+        assert_eq!(conn.recv_exact(K).await.unwrap(), payload, "echo {i}");
+        conns.push(conn);
+    }
+
+    let user = api_data(&mut c, "/v1/users/alice").await;
+    assert_eq!(user["current_connections"], SESSIONS as u64, "{user}");
+    assert_eq!(user["active_unique_ips"], 1, "{user}");
+    assert_eq!(
+        user["active_unique_ips_list"],
+        serde_json::json!(["127.0.0.1"])
+    );
+    let octets = user["total_octets"].as_u64().unwrap();
+    // Both directions count; the 64-byte init may or may not arrive in the same read as data.
+    let exact = (2 * K * SESSIONS) as u64;
+    assert!(
+        (exact..=exact + 64 * SESSIONS as u64).contains(&octets),
+        "total_octets {octets}, expected ~{exact}"
+    );
+    let listed = api_data(&mut c, "/v1/users").await;
+    assert_eq!(listed[0]["total_octets"], user["total_octets"], "{listed}");
+
+    let edge = api_data(&mut c, "/v1/runtime/connections/summary").await;
+    let totals = &edge["data"]["totals"];
+    assert_eq!(totals["current_connections"], SESSIONS as u64, "{edge}");
+    assert_eq!(
+        totals["current_connections_direct"], SESSIONS as u64,
+        "{edge}"
+    );
+    assert_eq!(totals["current_connections_me"], 0, "{edge}");
+    assert_eq!(totals["active_users"], 1, "{edge}");
+    let top = &edge["data"]["top"]["by_connections"][0];
+    assert_eq!(top["username"], "alice", "{edge}");
+    assert_eq!(top["current_connections"], SESSIONS as u64, "{edge}");
+    assert_eq!(
+        edge["data"]["top"]["by_throughput"][0]["total_octets"],
+        octets
+    );
+
+    let summary = api_data(&mut c, "/v1/stats/summary").await;
+    assert_eq!(summary["connections_total"], SESSIONS as u64, "{summary}");
+    assert_eq!(summary["connections_bad_total"], 0, "{summary}");
+
+    // A probe of random bytes is masked and counted as bad.
+    let junk: Vec<u8> = (0..200u32).map(|i| (i * 31 + 5) as u8).collect();
+    send_probe(s.proxy, &junk, Duration::from_secs(3), false)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let summary = api_data(&mut c, "/v1/stats/summary").await;
+        if summary["connections_bad_total"] == 1 {
+            assert_eq!(
+                summary["connections_total"],
+                SESSIONS as u64 + 1,
+                "{summary}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probe not counted: {summary}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Closing the sessions empties the gauges; the IP stays in the recent window.
+    drop(conns);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let user = api_data(&mut c, "/v1/users/alice").await;
+        if user["current_connections"] == 0 {
+            assert_eq!(user["active_unique_ips"], 0, "{user}");
+            assert_eq!(
+                user["recent_unique_ips_list"],
+                serde_json::json!(["127.0.0.1"])
+            );
+            assert_eq!(user["total_octets"], octets, "{user}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions not released: {user}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let edge = api_data(&mut c, "/v1/runtime/connections/summary").await;
+    assert_eq!(edge["data"]["totals"]["current_connections"], 0, "{edge}");
 }
