@@ -62,4 +62,6 @@ pub use tls::server_hello::{
     ServerHelloParams,
 };
 pub use tls::{detect as detect_tls, Detection};
-pub use users::{match_init, match_init_with, InitReject, MatchOptions, Matched, UserTable};
+pub use users::{
+    match_init, match_init_with, InitReject, MatchOptions, Matched, UserKey, UserTable,
+};

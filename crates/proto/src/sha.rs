@@ -43,7 +43,7 @@ pub(crate) fn hash_padded48(block: &Block) -> [u8; 32] {
 }
 
 /// Inner and outer HMAC-SHA-256 midstates for one key (≤ 64 bytes).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HmacKeyState {
     inner: [u32; 8],
     outer: [u32; 8],

@@ -31,6 +31,37 @@ use crate::obfs2::{InitKeys, ObfuscatedInit, ProtoTag, Secret, TagSet, INIT_LEN}
 use crate::sha::{self, HmacKeyState};
 use crate::CipherPair;
 
+/// One user's precomputed matching state (the secret and its HMAC midstates). Computing it
+/// costs two SHA-256 compressions, so callers that rebuild their table on every config
+/// change keep the keys of unchanged users and assemble the table with
+/// [`UserTable::from_keys`].
+#[derive(Clone, Copy)]
+pub struct UserKey {
+    secret: Secret,
+    hmac: HmacKeyState,
+}
+
+impl UserKey {
+    /// Precomputes the state for `secret`.
+    pub fn new(secret: Secret) -> Self {
+        Self {
+            hmac: HmacKeyState::new(&secret),
+            secret,
+        }
+    }
+
+    /// The user's secret.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+}
+
+impl std::fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserKey(..)")
+    }
+}
+
 /// Per-user matching state, built once per config load.
 pub struct UserTable {
     secrets: Vec<Secret>,
@@ -48,8 +79,12 @@ impl std::fmt::Debug for UserTable {
 impl UserTable {
     /// Builds the table; index `i` of the result refers to the `i`-th secret.
     pub fn new<I: IntoIterator<Item = Secret>>(secrets: I) -> Self {
-        let secrets: Vec<Secret> = secrets.into_iter().collect();
-        let hmac = secrets.iter().map(HmacKeyState::new).collect();
+        Self::from_keys(secrets.into_iter().map(UserKey::new))
+    }
+
+    /// Builds the table from precomputed keys; index `i` refers to the `i`-th key.
+    pub fn from_keys<I: IntoIterator<Item = UserKey>>(keys: I) -> Self {
+        let (secrets, hmac) = keys.into_iter().map(|k| (k.secret, k.hmac)).unzip();
         Self { secrets, hmac }
     }
 
@@ -343,6 +378,29 @@ mod tests {
             match_init(&other, &init, None, TagSet::ALL).map(|m| m.user_index),
             Err(InitReject::NoMatchingSecret)
         );
+    }
+
+    #[test]
+    fn table_from_reused_keys_equals_a_fresh_table() {
+        // A config reload keeps the keys of unchanged users and reorders/extends them.
+        let old: Vec<UserKey> = (0..4).map(|i| UserKey::new(secret(i))).collect();
+        let reused = UserTable::from_keys([old[3], UserKey::new(secret(9)), old[0]]);
+        let fresh = UserTable::new([secret(3), secret(9), secret(0)]);
+        for i in 0..3 {
+            assert_eq!(reused.secret(i), fresh.secret(i));
+            assert!(
+                reused.hmac_state(i) == fresh.hmac_state(i),
+                "hmac state {i}"
+            );
+        }
+        let sealed = build_client_init(&mut rng(5), &secret(9), ProtoTag::Padded, 1).expect("ok");
+        let m = match_init(
+            &reused,
+            &ObfuscatedInit::new(sealed.wire),
+            None,
+            TagSet::ALL,
+        );
+        assert_eq!(m.map(|m| m.user_index), Ok(1));
     }
 
     #[test]

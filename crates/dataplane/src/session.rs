@@ -1,0 +1,188 @@
+//! One client connection from accept to close: optional PROXY header, handshake (with
+//! `timeouts.client_handshake`), masking of bad clients, admission, the DC link and the relay,
+//! all cancellable by user close (delete / rotate / expiry) and process shutdown.
+//!
+//! Owns: the order of those steps and the connection-level counters. Must not: hold the
+//! policy lock (there is none: a session pins one `Arc<Policy>` for its handshake).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use crate::admission;
+use crate::handshake::{self, Rejected};
+use crate::io_util::read_some;
+use crate::masking::{self, MaskJob};
+use crate::policy::Policy;
+use crate::relay::{Relay, RelayEnd};
+use crate::Inner;
+
+type HeaderAddrs = Option<(SocketAddr, SocketAddr)>;
+
+/// Reads a PROXY header (`proto::ProxyHeader`); returns the (source, destination) it carries,
+/// if any, and leaves the bytes after it in `raw`.
+async fn read_proxy_header(
+    stream: &TcpStream,
+    raw: &mut Vec<u8>,
+) -> Result<HeaderAddrs, &'static str> {
+    let mut chunk = [0u8; 256];
+    loop {
+        match proto::ProxyHeader::parse(raw) {
+            Ok(Some((header, consumed))) => {
+                raw.drain(..consumed);
+                return Ok(header.addresses);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e.label()),
+        }
+        // Bytes read past the header stay in `raw`, in order, for the handshake.
+        match read_some(stream, &mut chunk).await {
+            Ok(0) | Err(_) => return Err("proxy_header_eof"),
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn bad(inner: &Inner, peer: IpAddr, label: &'static str) {
+    inner.stats.inc_connections_bad();
+    tracing::debug!(%peer, reason = label, "bad client connection");
+}
+
+async fn mask(
+    inner: &Inner,
+    policy: &Policy,
+    stream: TcpStream,
+    raw: Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let job = MaskJob {
+        target: &policy.mask,
+        proxy_protocol: policy.mask_proxy_protocol,
+        peer,
+        local,
+        own_listeners: &inner.local_addrs,
+    };
+    masking::run(stream, raw, job).await;
+}
+
+/// Serves one accepted connection.
+pub(crate) async fn handle(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    inner.stats.inc_connections_total();
+    let _ = stream.set_nodelay(true);
+    let policy = inner.policy.load_full();
+    let mut peer = peer;
+    let mut local = local;
+    let mut raw = Vec::new();
+    let pp = &policy.proxy_protocol;
+    if pp.enabled_for(&local) {
+        if !pp.trusts(peer.ip()) {
+            return bad(&inner, peer.ip(), "proxy_header_untrusted_peer");
+        }
+        let read = tokio::time::timeout(pp.header_timeout, read_proxy_header(&stream, &mut raw));
+        match read.await {
+            Ok(Ok(addrs)) => {
+                // The balancer's view replaces ours (limits, stats, mask PROXY header).
+                if let Some((src, dst)) = addrs {
+                    peer = src;
+                    local = dst;
+                }
+            }
+            Ok(Err(label)) => return bad(&inner, peer.ip(), label),
+            Err(_) => return bad(&inner, peer.ip(), "proxy_header_timeout"),
+        }
+    }
+
+    let mut cut = inner.cut.subscribe();
+    let hs = tokio::time::timeout(
+        policy.client_handshake,
+        handshake::run(&stream, &policy, &inner.hints, peer.ip(), raw),
+    );
+    let outcome = tokio::select! {
+        r = hs => r,
+        _ = cut.wait_for(|c| *c) => return,
+    };
+    let auth = match outcome {
+        Err(_) => {
+            inner.stats.inc_handshake_timeouts();
+            tracing::debug!(%peer, "client handshake timed out");
+            return;
+        }
+        Ok(Err(rej)) => {
+            bad(&inner, peer.ip(), rej.label());
+            if let Rejected::Mask { raw, .. } = rej {
+                mask(&inner, &policy, stream, raw, peer, local).await;
+            }
+            return;
+        }
+        Ok(Ok(auth)) => auth,
+    };
+
+    // Subscribe before the admission check so a close racing with it is not missed.
+    let mut close_rx = auth.user.close_gen.subscribe();
+    let start_gen = *close_rx.borrow_and_update();
+    let admitted = match admission::admit(&inner.stats, &policy, &auth.user, peer.ip()) {
+        Ok(a) => a,
+        Err(refusal) => {
+            drop(close_rx);
+            bad(&inner, peer.ip(), refusal.label());
+            mask(&inner, &policy, stream, auth.raw, peer, local).await;
+            return;
+        }
+    };
+    let handshake::Authenticated {
+        user,
+        tag,
+        dc,
+        ciphers,
+        enc_key,
+        enc_iv,
+        deframer,
+        pending,
+        raw,
+    } = auth;
+    drop(raw);
+
+    let fast = policy.fast_mode.then_some((&enc_key, &enc_iv));
+    let link = crate::dc::open(&policy.dc, &inner.upstreams, tag, dc, fast, &pending);
+    let link = tokio::select! {
+        r = link => r,
+        _ = cut.wait_for(|c| *c) => return,
+        _ = close_rx.wait_for(|g| *g != start_gen) => return,
+    };
+    let link = match link {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(%peer, user = %user.name, error = %e, "DC link failed");
+            return;
+        }
+    };
+    drop(pending);
+    let route = inner.stats.open_route(stats::Route::Direct);
+    let relay = Relay {
+        client: &stream,
+        client_ciphers: ciphers,
+        dc_ciphers: link.ciphers,
+        fast: link.fast,
+        deframer,
+        user: &user,
+        user_stats: admitted.session.stats(),
+        idle: policy.idle,
+    }
+    .run_on(link.stream);
+    drop(policy);
+    let end = tokio::select! {
+        end = relay => end,
+        _ = cut.wait_for(|c| *c) => RelayEnd::Cancelled("shutdown"),
+        _ = close_rx.wait_for(|g| *g != start_gen) => RelayEnd::Cancelled("user closed"),
+    };
+    tracing::debug!(%peer, user = %user.name, %end, "session ended");
+    drop(route);
+    drop(admitted);
+}

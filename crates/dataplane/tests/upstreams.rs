@@ -1,0 +1,19 @@
+//! `[[upstreams]]` end to end: testkit clients → data plane → real SOCKS / Shadowsocks
+//! servers (microsocks, dante, ss-server, the `shadowsocks` crate's server) on 127.0.0.1 →
+//! testkit DC; failure handling, health and recovery, counters, hot reload.
+//! External servers missing: skipped with a notice, or a failure when `CI` is set.
+
+#[path = "e2e/support.rs"]
+mod support;
+
+#[path = "upstreams/servers.rs"]
+mod servers;
+
+#[path = "upstreams/kinds.rs"]
+mod kinds;
+
+#[path = "upstreams/failures.rs"]
+mod failures;
+
+#[path = "upstreams/bench.rs"]
+mod bench;
