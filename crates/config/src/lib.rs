@@ -32,6 +32,7 @@ mod fsio;
 pub mod load;
 pub mod model;
 mod splice;
+pub mod ss_url;
 mod store;
 #[cfg(test)]
 mod store_tests;
@@ -44,6 +45,7 @@ pub use edit::{format_expiration, EditError, FieldPatch, NewUser, UserEdit, User
 pub use fsio::revision_of;
 pub use load::{load_file, parse_str, ConfigError, Loaded};
 pub use model::*;
+pub use ss_url::{ShadowsocksUrl, SS_CIPHERS};
 pub use store::{ChangeSource, ConfigEvent, ConfigSnapshot, ConfigStore, ReloadStats, StoreError};
 pub use types::{
     validate_username, AdTag, IpPolicyMode, LogLevel, MeBindStaleMode, MeFloorMode,

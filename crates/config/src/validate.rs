@@ -547,10 +547,38 @@ fn check_upstreams(cfg: &Config) -> Result<(), ConfigError> {
     let mut ss = false;
     for (i, u) in cfg.upstreams.iter().enumerate() {
         if let UpstreamKind::Shadowsocks { url, .. } = &u.kind {
-            ensure(url.starts_with("ss://"), || {
+            ensure(url.trim().starts_with("ss://"), || {
                 format!("upstreams[{i}].url must be an ss:// URL")
             })?;
+            // The URL carries the password: never echo it back in the error.
+            if let Err(e) = crate::ss_url::ShadowsocksUrl::parse(url) {
+                return Err(invalid(format!("upstreams[{i}].url: {e}")));
+            }
             ss |= u.enabled;
+        }
+        if let UpstreamKind::Socks5 {
+            username, password, ..
+        } = &u.kind
+        {
+            ensure(password.is_none() || username.is_some(), || {
+                format!("upstreams[{i}].password requires username")
+            })?;
+            for (key, v) in [("username", username), ("password", password)] {
+                ensure(v.as_ref().is_none_or(|v| v.len() <= 255), || {
+                    format!("upstreams[{i}].{key} must be at most 255 bytes")
+                })?;
+            }
+        }
+        if let UpstreamKind::Direct {
+            bind_addresses: Some(addrs),
+            ..
+        } = &u.kind
+        {
+            for a in addrs {
+                ensure(a.trim().parse::<std::net::IpAddr>().is_ok(), || {
+                    format!("upstreams[{i}].bind_addresses: {a:?} is not an IP address")
+                })?;
+            }
         }
         if let UpstreamKind::Socks4 { address, .. } | UpstreamKind::Socks5 { address, .. } = &u.kind
         {

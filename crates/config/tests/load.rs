@@ -334,7 +334,7 @@ const RULES: &[(&str, &str)] = &[
     ("[[upstreams]]\ntype = \"socks5\"\n", "upstreams: type = \"socks5\" requires `address`"),
     ("[[upstreams]]\ntype = \"http\"\n", "upstreams: type must be one of direct, socks4, socks5, shadowsocks"),
     ("[[upstreams]]\ntype = \"socks4\"\naddress = \"nohostport\"\n", "upstreams[0].address must be host:port"),
-    ("[[upstreams]]\ntype = \"shadowsocks\"\nurl = \"ss://x@h:1\"\n", "shadowsocks upstreams require general.use_middle_proxy = false"),
+    ("[[upstreams]]\ntype = \"shadowsocks\"\nurl = \"ss://aes-128-gcm:pw@h:1\"\n", "shadowsocks upstreams require general.use_middle_proxy = false"),
     ("[[upstreams]]\ntype = \"shadowsocks\"\nurl = \"http://x\"\n", "upstreams[0].url must be an ss:// URL"),
     ("[[upstreams]]\ntype = \"direct\"\nenabled = false\n", "upstreams: at least one upstream must be enabled"),
 ];

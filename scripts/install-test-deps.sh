@@ -1,0 +1,51 @@
+#!/bin/sh
+# Installs the external servers the upstream integration tests run against (all bound to
+# 127.0.0.1 by the tests): microsocks (SOCKS5 + username/password), dante-server (`danted`,
+# SOCKS4/4a and SOCKS5) and shadowsocks-libev (`ss-server`, AEAD ciphers).
+# Idempotent: does nothing when every binary is already present. Installs as root (or with
+# passwordless sudo) on a Debian/Ubuntu machine; runs `apt-get update` at most once.
+set -eu
+
+need=""
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have microsocks || need="$need microsocks"
+have danted || need="$need dante-server"
+have ss-server || need="$need shadowsocks-libev"
+
+if [ -z "$need" ]; then
+    echo "install-test-deps: microsocks, danted, ss-server already installed"
+    exit 0
+fi
+
+# Without apt or root the suite still runs: the upstream tests then skip with a notice, or
+# fail naming the missing binary when CI is set.
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-test-deps: WARNING: no apt-get; install by hand:$need" >&2
+    exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO="sudo -n"
+else
+    echo "install-test-deps: WARNING: need root (or passwordless sudo) to install:$need" >&2
+    exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "install-test-deps: installing$need"
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $need
+
+# The packages ship system services; the tests start their own instances on loopback.
+for svc in danted shadowsocks-libev; do
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+done
+
+for bin in microsocks danted ss-server; do
+    have "$bin" || { echo "install-test-deps: $bin still missing" >&2; exit 1; }
+done
+echo "install-test-deps: done"
