@@ -31,6 +31,7 @@ pub mod edit;
 mod fsio;
 pub mod load;
 pub mod model;
+mod retire;
 mod splice;
 pub mod ss_url;
 mod store;
@@ -45,6 +46,7 @@ pub use edit::{format_expiration, EditError, FieldPatch, NewUser, UserEdit, User
 pub use fsio::revision_of;
 pub use load::{load_file, parse_str, ConfigError, Loaded};
 pub use model::*;
+pub use retire::Retirer;
 pub use ss_url::{ShadowsocksUrl, SS_CIPHERS};
 pub use store::{ChangeSource, ConfigEvent, ConfigSnapshot, ConfigStore, ReloadStats, StoreError};
 pub use types::{

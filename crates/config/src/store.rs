@@ -15,6 +15,7 @@ use crate::edit::{apply_to_doc, apply_to_model, doc_has_user, EditError, UserEdi
 use crate::fsio::{self, Replace};
 use crate::load::{self, ConfigError};
 use crate::model::Config;
+use crate::retire::Retirer;
 use crate::splice::AccessIndex;
 use crate::types::validate_username;
 
@@ -95,6 +96,8 @@ pub struct ConfigStore {
     disk: Mutex<Disk>,
     listeners: RwLock<Vec<Listener>>,
     reload_count: AtomicU64,
+    /// Frees replaced snapshots off the write path.
+    retirer: Retirer,
     /// Epoch seconds of the last counted change; 0 = never.
     last_reload: AtomicU64,
     /// Test seam: runs just before the pre-rename re-check of an API write.
@@ -207,6 +210,7 @@ impl ConfigStore {
             disk: Mutex::new(disk),
             listeners: RwLock::new(Vec::new()),
             reload_count: AtomicU64::new(0),
+            retirer: Retirer::new("config-retire"),
             last_reload: AtomicU64::new(0),
             #[cfg(test)]
             before_recheck: Mutex::new(None),
@@ -277,12 +281,15 @@ impl ConfigStore {
         self.last_reload
             .store(now_epoch().max(1), Ordering::Release);
         self.reload_count.fetch_add(1, Ordering::AcqRel);
-        self.current.store(snap.clone());
-        self.watch_tx.send_replace(snap.clone());
+        let replaced = (
+            self.current.swap(snap.clone()),
+            self.watch_tx.send_replace(snap.clone()),
+        );
         self.notify(&ConfigEvent::Applied {
             snapshot: &snap,
             source,
         });
+        self.retirer.retire(replaced);
         snap
     }
 

@@ -135,6 +135,8 @@ pub(crate) struct Inner {
     policy: ArcSwap<Policy>,
     upstreams: Arc<Upstreams>,
     rebuild: Mutex<()>,
+    /// Frees replaced policies off the config-publish path.
+    retirer: config::Retirer,
     hints: handshake::IpHints,
     accepting: AtomicBool,
     /// Set: listeners stop accepting.
@@ -153,7 +155,8 @@ impl Inner {
         let prev = self.policy.load_full();
         let Rebuilt { policy, to_close } = Policy::build(cfg, Some(&prev), prev.generation + 1);
         let policy = Arc::new(policy);
-        self.policy.store(Arc::clone(&policy));
+        // The old policy holds a reference to every user: free it off the write path.
+        self.retirer.retire(self.policy.swap(Arc::clone(&policy)));
         self.upstreams.apply(cfg);
         for user in to_close {
             tracing::info!(user = %user.name, "user deleted or secret rotated: closing its sessions");
@@ -245,6 +248,7 @@ impl Dataplane {
             policy: ArcSwap::from_pointee(policy),
             upstreams: Arc::new(Upstreams::new(cfg, Arc::clone(&stats))),
             rebuild: Mutex::new(()),
+            retirer: config::Retirer::new("policy-retire"),
             hints: handshake::IpHints::new(),
             accepting: AtomicBool::new(true),
             stop_accepting: watch::Sender::new(false),
@@ -426,6 +430,7 @@ mod tests {
             stats,
             policy: ArcSwap::from_pointee(policy),
             rebuild: Mutex::new(()),
+            retirer: config::Retirer::new("policy-retire"),
             hints: handshake::IpHints::new(),
             accepting: AtomicBool::new(true),
             stop_accepting: watch::Sender::new(false),
