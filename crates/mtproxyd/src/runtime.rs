@@ -122,33 +122,13 @@ impl Runtime for RuntimeHandle {
     }
 
     fn upstreams(&self) -> Option<UpstreamsSnapshot> {
-        if let Some(d) = &self.dataplane {
-            // `None` while a row is being updated: reported as source_unavailable.
-            let rows = d.upstreams_snapshot()?;
-            return Some(UpstreamsSnapshot {
-                upstreams: rows.into_iter().map(from_dataplane).collect(),
-            });
-        }
-        let snap = self.store.current();
-        let upstreams = snap
-            .config
-            .upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| UpstreamSnapshot {
-                upstream_id: i,
-                route_kind: route_kind(u.route_kind()),
-                address: u.address_display(),
-                weight: u.weight,
-                scopes: u.scopes.clone(),
-                healthy: u.enabled,
-                fails: 0,
-                last_check_at: self.started_at,
-                effective_latency_ms: None,
-                dc: Vec::new(),
-            })
-            .collect();
-        Some(UpstreamsSnapshot { upstreams })
+        // Without a running data plane there is no upstream manager, hence no health to report:
+        // the API answers `source_unavailable` rather than presenting config rows as health.
+        // `None` also while a row is being updated (a try-lock).
+        let rows = self.dataplane.as_ref()?.upstreams_snapshot()?;
+        Some(UpstreamsSnapshot {
+            upstreams: rows.into_iter().map(from_dataplane).collect(),
+        })
     }
 
     fn nat_stun(&self) -> Option<NatStunSnapshot> {
