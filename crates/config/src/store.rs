@@ -192,6 +192,7 @@ impl ConfigStore {
     pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let target = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        fsio::sweep_stale_temps(&target);
         let (disk, config) = read_disk(&target)?;
         for w in &disk.warnings {
             tracing::warn!(config = %path.display(), "{w}");

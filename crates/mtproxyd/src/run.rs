@@ -1,16 +1,14 @@
 //! `mtproxyd run`: wiring and lifecycle.
 //!
-//! Order: create the default config when absent → sweep temp files of dead writers → open the
-//! store → stats (+ restore per-user counters) → data plane (client listeners) → runtime port
-//! → store listener (events ring, log level, hand-deleted users) → file watcher → API listener
+//! Order: create the default config when absent → open the store (which sweeps temp files of
+//! dead writers) → stats (+ restore per-user counters) → data plane (client listeners) →
+//! runtime port → store listener (events ring, log level, hand-deleted users) → file watcher → API listener
 //! → ready. Then signals: SIGHUP re-reads the file; SIGINT/SIGTERM stop accepting (clients
 //! and API), give in-flight sessions/requests a grace period, flush the counters state file
 //! and return (exit 0).
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -46,69 +44,9 @@ fn ensure_default_config(path: &Path) -> anyhow::Result<bool> {
     };
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let text = config::default_config_toml(DEFAULT_USER, &UserSecret::random());
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "config.toml".to_owned());
-    let tmp = dir.join(format!(".{name}.init.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot create {}", path.display()));
-    }
+    config::create_file_atomically(path, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     Ok(true)
-}
-
-/// Removes temp files left in the config directory by writers that died mid-write (SIGKILL,
-/// power loss): the store's `.<name>.tmp.<pid>.<n>` and our `.<name>.init.<pid>`, only when
-/// `<pid>` is not a live process. The config file itself is never touched.
-fn sweep_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let name = name.to_string_lossy();
-    let prefixes = [format!(".{name}.tmp."), format!(".{name}.init.")];
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let me = std::process::id();
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = prefixes.iter().find_map(|p| file.strip_prefix(p.as_str())) else {
-            continue;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        match fs::remove_file(entry.path()) {
-            Ok(()) => tracing::info!(file = %entry.path().display(), "removed stale temp file"),
-            Err(e) => {
-                tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove stale temp file")
-            }
-        }
-    }
 }
 
 /// Serializes writes of the counters state file (periodic flush vs shutdown flush).
@@ -214,7 +152,6 @@ pub async fn run(path: PathBuf, log: LogControl) -> anyhow::Result<()> {
     if created {
         tracing::info!(path = %path.display(), user = DEFAULT_USER, "created default config");
     }
-    sweep_stale_temps(&path);
 
     let startup = Arc::new(StartupTracker::new(started_at, TransportMode::Direct));
     startup.register("config", "Load configuration", false);

@@ -5,7 +5,7 @@
 //! padded framings, fake-TLS ClientHello / ServerHello / record layer, PROXY
 //! protocol v1/v2, middle-proxy RPC packets / messages / KDF / CBC and the
 //! proxy-config text in [`me`], SOCKS4/5 upstream codecs in [`socks`], the
-//! DC table in [`dc`], link secret forms in [`links`])
+//! DC table in [`dc`]; tg:// links are built by the API, which owns their host rules)
 //! and pure handshake helpers with time and randomness injected, plus the
 //! replay-cache primitive.
 //!
@@ -25,7 +25,6 @@
 pub mod cipher;
 pub mod dc;
 pub mod framing;
-pub mod links;
 pub mod me;
 pub mod obfs2;
 pub mod proxy_header;
