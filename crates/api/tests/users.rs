@@ -238,10 +238,6 @@ async fn patch_merge_semantics() {
         u.expiration_rfc3339.as_deref(),
         Some("2030-06-01T00:00:00Z")
     );
-    assert!(
-        f.runtime.closed().is_empty(),
-        "no secret change, no session close"
-    );
 
     // Absent = keep, null = clear, value = set.
     let r = f
@@ -274,7 +270,6 @@ async fn patch_merge_semantics() {
         )
         .await;
     r.assert_ok(200);
-    assert_eq!(f.runtime.closed(), ["bob"]);
     f.call("PATCH", "/v1/users/bob", Some(r#"{"secret":null}"#))
         .await
         .assert_error(400, "bad_request");
@@ -302,21 +297,11 @@ async fn effective_limits_from_global_defaults() {
     assert_eq!(users[1].max_tcp_conns, Some(2));
 }
 
+/// The handler only edits the config: closing bob's sessions and forgetting his counters is
+/// the data plane's publish hook's job (tested there), so the API has no runtime verb for it.
 #[tokio::test]
 async fn delete_user_cleans_up() {
     let f = Fixture::new("");
-    let st = &f.runtime.stats;
-    st.users().handle("bob").add_octets_to_client(5);
-    let ip: IpAddr = "10.0.0.1".parse().expect("ip");
-    let now = Instant::now();
-    assert!(st.ips().try_admit(
-        "bob",
-        ip,
-        None,
-        stats::UniqueIpMode::ActiveWindow,
-        Duration::from_secs(30),
-        now
-    ));
     let patch = r#"{"max_tcp_conns":1,"data_quota_bytes":2}"#;
     f.call("PATCH", "/v1/users/bob", Some(patch))
         .await
@@ -327,9 +312,6 @@ async fn delete_user_cleans_up() {
     let file = f.file();
     assert!(!file.contains("bob"), "{file}");
     assert!(file.contains("alice"));
-    assert_eq!(f.runtime.closed(), ["bob"]);
-    assert!(st.users().get("bob").is_none());
-    assert!(st.ips().active_ips("bob").is_empty());
     f.call("GET", "/v1/users/bob", None)
         .await
         .assert_error(404, "not_found");
@@ -357,7 +339,6 @@ async fn rotate_secret() {
     assert_eq!(resp.secret, given);
     assert!(resp.user.links.classic[0].ends_with(given));
     assert!(f.file().contains(&format!("alice = \"{given}\"")));
-    assert_eq!(f.runtime.closed(), ["alice"]);
 
     // Empty body (and `{}`) generate a secret.
     let r = f.call("POST", "/v1/users/alice/rotate-secret", None).await;
@@ -559,15 +540,15 @@ async fn dropped_request_still_completes_side_effects() {
     let fut = tower::ServiceExt::oneshot(svc, req("DELETE", "/v1/users/bob", None));
     let polled = tokio::time::timeout(Duration::ZERO, fut).await;
     assert!(polled.is_err(), "the write cannot finish within one poll");
+    // The spawned write task finishes on its own: the event is its last step.
+    let last_event = || {
+        let ev = f.runtime.stats.events().recent(10);
+        ev.last().map(|e| e.event_type.clone())
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while f.runtime.closed().is_empty() && Instant::now() < deadline {
+    while last_event().as_deref() != Some("api.user.delete.ok") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(f.runtime.closed(), ["bob"]);
+    assert_eq!(last_event().as_deref(), Some("api.user.delete.ok"));
     assert!(!f.file().contains("bob"));
-    let ev = f.runtime.stats.events().recent(10);
-    assert_eq!(
-        ev.last().map(|e| e.event_type.as_str()),
-        Some("api.user.delete.ok")
-    );
 }

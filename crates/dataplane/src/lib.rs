@@ -1,13 +1,15 @@
-//! `dataplane`: the client-facing data plane of mtproxyd (issue #3).
+//! `dataplane`: the client-facing data plane of mtproxyd.
 //!
 //! Owns: client listeners, the handshake (fake TLS / obfuscated2, per-user matching through a
 //! table rebuilt on every config publish, replay cache), masking of bad clients, admission
-//! (expiration, quota, connection and unique-IP limits), the direct route to Telegram DCs and
-//! the relay, plus the registry that closes a user's live sessions when the user is deleted,
-//! rotated or expires. Feeds `stats` from real traffic.
+//! (expiration, quota, connection and unique-IP limits), the routes to Telegram (direct to the
+//! DCs through `[[upstreams]]`) and the relay. It is the single owner of what a config publish
+//! does to the running proxy: one hook compares the old and new user entries (by secret, not
+//! by name) and closes, keeps or drops sessions and per-user state; nobody else closes
+//! sessions. It also owns its housekeeping (expiry sweeps, the counters state file, IP
+//! pruning) and reports its startup stages to the shared [`StartupTracker`].
 //! Must not: parse HTTP, write the config file, or know wire formats beyond calling `proto`.
 //!
-//! DC links go through `[[upstreams]]` (direct, SOCKS4, SOCKS5, Shadowsocks; see `upstream`).
 //! Not here yet: the middle-proxy route (`current_by_route().me` stays 0).
 //!
 //! ```text
@@ -26,6 +28,7 @@
 mod admission;
 mod dc;
 mod handshake;
+mod housekeeping;
 mod io_util;
 mod listener;
 mod masking;
@@ -39,19 +42,23 @@ mod upstream;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use config::{Config, ConfigEvent, ConfigStore};
 use parking_lot::Mutex;
+use stats::startup::{ComponentStatus, StartupStatus, StartupTracker};
 use stats::Stats;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::housekeeping::CounterState;
 use crate::policy::{Policy, Rebuilt};
 use crate::upstream::Upstreams;
 pub use crate::upstream::{
-    BndAddrStatus, BndObservation, BndPortStatus, IpPreference, UpstreamDcRow, UpstreamRow,
+    BndAddrStatus, BndObservation, BndPortStatus, IpPreference, UpstreamDcRow, UpstreamRouteKind,
+    UpstreamRow,
 };
 
 /// Start-up knobs that are not config keys (tests, the binary).
@@ -70,6 +77,9 @@ pub struct DataplaneOptions {
     pub upstream_health_interval: Duration,
     /// How often the health checker runs (unhealthy upstreams are probed on every run).
     pub upstream_recovery_interval: Duration,
+    /// How often per-user counters are flushed to the state file (docs/DECISIONS.md #27)
+    /// and stale unique-IP entries pruned.
+    pub state_flush_interval: Duration,
 }
 
 impl Default for DataplaneOptions {
@@ -81,19 +91,16 @@ impl Default for DataplaneOptions {
             expiry_check_interval: Duration::from_secs(1),
             upstream_health_interval: Duration::from_secs(30),
             upstream_recovery_interval: Duration::from_secs(5),
+            state_flush_interval: Duration::from_secs(30),
         }
     }
 }
 
-/// Start-up failures.
+/// Start-up failures. Listener bind failures are not among them: they are reported to the
+/// startup tracker (and the data plane runs without listeners, so config publishes still
+/// apply and the API can show what went wrong).
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    /// No listener address is configured.
-    #[error("no client listener configured (server.listeners is empty)")]
-    NoListeners,
-    /// No listener could be bound.
-    #[error("could not bind any client listener: {0}")]
-    Bind(String),
     /// Called outside a tokio runtime.
     #[error("the data plane must be started inside a tokio runtime")]
     NoRuntime,
@@ -143,24 +150,54 @@ pub(crate) struct Inner {
     stop_accepting: watch::Sender<bool>,
     /// Set: every live session is cut.
     cut: watch::Sender<bool>,
+    /// Cancelled at shutdown: background tasks (upstream health, housekeeping) end.
+    cancel: CancellationToken,
     live: Live,
     local_addrs: Vec<SocketAddr>,
 }
 
 impl Inner {
-    /// Rebuilds the policy for a newly published config; closes the sessions of users that
-    /// were deleted, rotated, expired, or are now over quota.
+    fn new(cfg: &Config, stats: Arc<Stats>, local_addrs: Vec<SocketAddr>) -> Self {
+        let Rebuilt { policy, .. } = Policy::build(cfg, None, 1);
+        Self {
+            upstreams: Arc::new(Upstreams::new(cfg, Arc::clone(&stats))),
+            stats,
+            policy: ArcSwap::from_pointee(policy),
+            rebuild: Mutex::new(()),
+            retirer: config::Retirer::new("policy-retire"),
+            hints: handshake::IpHints::new(),
+            accepting: AtomicBool::new(!local_addrs.is_empty()),
+            stop_accepting: watch::Sender::new(false),
+            cut: watch::Sender::new(false),
+            cancel: CancellationToken::new(),
+            live: Live(AtomicUsize::new(0)),
+            local_addrs,
+        }
+    }
+
+    /// The one place where a published config (API write, hand edit, SIGHUP) changes the
+    /// running proxy: rebuilds the policy, closes the sessions of users that were deleted,
+    /// re-keyed, expired or are now over quota, and drops the per-user state of users that
+    /// left the config. Users are matched by entry (secret), so a client that already
+    /// reconnected under a new secret is never cut by the close of the old one.
     fn apply_config(&self, cfg: &Config) {
         let _serial = self.rebuild.lock();
         let prev = self.policy.load_full();
-        let Rebuilt { policy, to_close } = Policy::build(cfg, Some(&prev), prev.generation + 1);
+        let Rebuilt {
+            policy,
+            to_close,
+            removed,
+        } = Policy::build(cfg, Some(&prev), prev.generation + 1);
         let policy = Arc::new(policy);
         // The old policy holds a reference to every user: free it off the write path.
         self.retirer.retire(self.policy.swap(Arc::clone(&policy)));
         self.upstreams.apply(cfg);
         for user in to_close {
-            tracing::info!(user = %user.name, "user deleted or secret rotated: closing its sessions");
+            tracing::info!(user = %user.name, "user deleted or secret changed: closing its sessions");
             user.close_sessions();
+        }
+        for name in removed {
+            self.stats.forget_user(&name);
         }
         self.close_expired_or_over_quota(&policy);
     }
@@ -181,29 +218,73 @@ impl Inner {
             }
         }
     }
-
-    fn close_user(&self, username: &str) {
-        if let Some(user) = self.policy.load().user(username) {
-            user.close_sessions();
-        }
-    }
 }
 
 /// Entry point.
 pub struct Dataplane;
 
+/// Binds every listener of `addrs`; failures are logged and collected.
+fn bind_all(
+    addrs: Vec<(SocketAddr, bool)>,
+    backlog: u32,
+) -> (Vec<tokio::net::TcpListener>, Vec<String>) {
+    let mut listeners = Vec::new();
+    let mut errors = Vec::new();
+    for (addr, reuse) in addrs {
+        match listener::bind(addr, backlog, reuse) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind client listener");
+                errors.push(format!("{addr}: {e}"));
+            }
+        }
+    }
+    (listeners, errors)
+}
+
+/// Reports the middle-proxy stage: this build routes directly, so the stage is skipped, or
+/// failed (and the process degraded) when the config asks for the middle proxy.
+fn report_me_route(cfg: &Config, startup: &StartupTracker) {
+    startup.register("me_pool", "Middle-proxy pool", true);
+    let now = SystemTime::now();
+    if cfg.general.use_middle_proxy {
+        tracing::warn!("general.use_middle_proxy = true, but the middle-proxy route is not implemented in this build; routing directly");
+        let why = "middle-proxy route not implemented in this build".to_owned();
+        startup.finish("me_pool", ComponentStatus::Failed, Some(why.clone()), now);
+        startup.set_me_status(StartupStatus::Failed);
+        startup.set_me_error(Some(why));
+        startup.set_degraded(true);
+    } else {
+        let why = "direct mode (general.use_middle_proxy = false)".to_owned();
+        startup.finish("me_pool", ComponentStatus::Skipped, Some(why), now);
+    }
+}
+
 impl Dataplane {
-    /// Binds every configured listener and starts serving clients. Must be called inside a
-    /// tokio runtime. Config publishes (API writes, hand edits) apply to new connections at
-    /// once through a store listener.
+    /// Restores the per-user counters, starts the upstream manager, binds every configured
+    /// listener and starts serving clients; each stage is reported to `startup`. Must be
+    /// called inside a tokio runtime. A listener that cannot be bound is reported (component
+    /// failed, process degraded, `admission.state` event) and the data plane keeps running
+    /// without it. Config publishes apply at once through a store listener.
     pub fn start(
         store: Arc<ConfigStore>,
         stats: Arc<Stats>,
+        startup: Arc<StartupTracker>,
         opts: DataplaneOptions,
     ) -> Result<DataplaneHandle, DataplaneError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| DataplaneError::NoRuntime)?;
+        let _enter = rt.enter();
         let snap = store.current();
         let cfg = &snap.config;
+
+        let counters = Arc::new(CounterState::new(
+            stats::state_path_for(&snap.path),
+            Arc::clone(&stats),
+        ));
+        counters.restore(cfg, &startup);
+
+        startup.register("listeners", "Client listeners", false);
+        startup.begin("listeners", SystemTime::now());
         let port = opts.port_override.unwrap_or(cfg.server.port);
         let addrs: Vec<(SocketAddr, bool)> = match &opts.listen_override {
             Some(ips) => ips
@@ -217,45 +298,18 @@ impl Dataplane {
                 .map(|l| (SocketAddr::new(l.ip, port), l.reuse_allow))
                 .collect(),
         };
-        if addrs.is_empty() {
-            return Err(DataplaneError::NoListeners);
-        }
-        let mut listeners = Vec::new();
-        let mut errors = Vec::new();
-        {
-            let _enter = rt.enter();
-            for (addr, reuse) in addrs {
-                match listener::bind(addr, opts.backlog, reuse) {
-                    Ok(l) => listeners.push(l),
-                    Err(e) => {
-                        tracing::error!(%addr, error = %e, "cannot bind client listener");
-                        errors.push(format!("{addr}: {e}"));
-                    }
-                }
-            }
-        }
-        if listeners.is_empty() {
-            return Err(DataplaneError::Bind(errors.join("; ")));
-        }
+        let (listeners, errors) = if addrs.is_empty() {
+            let why = "no client listener configured (server.listeners is empty)";
+            (Vec::new(), vec![why.to_owned()])
+        } else {
+            bind_all(addrs, opts.backlog)
+        };
         let local_addrs: Vec<SocketAddr> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
 
-        let Rebuilt { policy, .. } = Policy::build(cfg, None, 1);
-        let inner = Arc::new(Inner {
-            stats: Arc::clone(&stats),
-            policy: ArcSwap::from_pointee(policy),
-            upstreams: Arc::new(Upstreams::new(cfg, Arc::clone(&stats))),
-            rebuild: Mutex::new(()),
-            retirer: config::Retirer::new("policy-retire"),
-            hints: handshake::IpHints::new(),
-            accepting: AtomicBool::new(true),
-            stop_accepting: watch::Sender::new(false),
-            cut: watch::Sender::new(false),
-            live: Live(AtomicUsize::new(0)),
-            local_addrs,
-        });
+        let inner = Arc::new(Inner::new(cfg, Arc::clone(&stats), local_addrs));
         let weak = Arc::downgrade(&inner);
         store.add_listener(Box::new(move |ev| {
             if let ConfigEvent::Applied { snapshot, .. } = ev {
@@ -270,81 +324,81 @@ impl Dataplane {
             inner.apply_config(&latest.config);
         }
 
+        let mut tasks = vec![inner.upstreams.start(
+            &startup,
+            inner.cancel.child_token(),
+            opts.upstream_health_interval,
+            opts.upstream_recovery_interval,
+        )];
+        tasks.push(rt.spawn(housekeeping::expiry_sweeper(
+            Arc::downgrade(&inner),
+            opts.expiry_check_interval,
+            inner.cancel.child_token(),
+        )));
+        tasks.push(rt.spawn(housekeeping::flusher(
+            Arc::downgrade(&inner),
+            Arc::clone(&counters),
+            opts.state_flush_interval,
+            inner.cancel.child_token(),
+        )));
+
         let max = cfg.server.max_connections as usize;
         let permits = (max > 0).then(|| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))));
         let permit_timeout = Duration::from_millis(cfg.server.accept_permit_timeout_ms);
-        let mut tasks = Vec::new();
-        for l in listeners {
-            tasks.push(rt.spawn(listener::accept_loop(
-                Arc::clone(&inner),
-                l,
-                permits.clone(),
-                permit_timeout,
-            )));
+        if listeners.is_empty() {
+            tracing::error!("client listeners not started; serving the API only");
+            let why = errors.join("; ");
+            startup.finish(
+                "listeners",
+                ComponentStatus::Failed,
+                Some(why),
+                SystemTime::now(),
+            );
+            startup.set_degraded(true);
+            stats.events().push(
+                "admission.state",
+                "accepting=false reason=listener_bind_failed",
+            );
+        } else {
+            for l in listeners {
+                tasks.push(rt.spawn(listener::accept_loop(
+                    Arc::clone(&inner),
+                    l,
+                    permits.clone(),
+                    permit_timeout,
+                )));
+            }
+            let bound: Vec<String> = inner.local_addrs.iter().map(|a| a.to_string()).collect();
+            startup.finish(
+                "listeners",
+                ComponentStatus::Ready,
+                Some(bound.join(", ")),
+                SystemTime::now(),
+            );
+            stats.events().push("admission.state", "accepting=true");
+            tracing::info!(addrs = ?inner.local_addrs, "client listeners started");
         }
-        tasks.push(rt.spawn(expiry_ticker(
-            Arc::downgrade(&inner),
-            opts.expiry_check_interval,
-        )));
-        {
-            let _enter = rt.enter();
-            tasks.push(upstream::spawn_health_task(
-                Arc::downgrade(&inner),
-                opts.upstream_health_interval,
-                opts.upstream_recovery_interval,
-            ));
-        }
-        stats.events().push("admission.state", "accepting=true");
-        tracing::info!(addrs = ?inner.local_addrs, "client listeners started");
+        report_me_route(cfg, &startup);
         Ok(DataplaneHandle {
             inner,
+            counters,
             tasks: Mutex::new(tasks),
         })
-    }
-}
-
-async fn expiry_ticker(inner: std::sync::Weak<Inner>, every: Duration) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        if *inner.cut.borrow() {
-            return;
-        }
-        let policy = inner.policy.load_full();
-        inner.close_expired_or_over_quota(&policy);
     }
 }
 
 /// The running data plane.
 pub struct DataplaneHandle {
     inner: Arc<Inner>,
+    counters: Arc<CounterState>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl DataplaneHandle {
-    /// Bound listener addresses (actual ports when port 0 was requested).
+    /// Bound listener addresses (actual ports when port 0 was requested); empty when none
+    /// could be bound.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.inner.local_addrs
-    }
-
-    /// Closes every live session of `username` (user deleted or secret rotated). New
-    /// connections are unaffected.
-    pub fn close_user_sessions(&self, username: &str) {
-        self.inner.close_user(username);
-    }
-
-    /// A cloneable closure doing [`Self::close_user_sessions`] (for the API's `Runtime` port).
-    pub fn session_closer(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
-        let weak = Arc::downgrade(&self.inner);
-        Arc::new(move |user: &str| {
-            if let Some(inner) = weak.upgrade() {
-                inner.close_user(user);
-            }
-        })
     }
 
     /// Whether listeners admit new connections.
@@ -368,7 +422,7 @@ impl DataplaneHandle {
         self.inner.upstreams.try_snapshot()
     }
 
-    /// The latest SOCKS BND.ADDR/BND.PORT observation (PROTOCOL.md §9.3), for the ME
+    /// The latest SOCKS BND.ADDR/BND.PORT observation (docs/PROTOCOL.md §9.3), for the ME
     /// self-test block.
     pub fn upstream_bnd(&self) -> Option<BndObservation> {
         self.inner.upstreams.bnd()
@@ -379,7 +433,8 @@ impl DataplaneHandle {
         self.inner.live.get()
     }
 
-    /// Stops accepting, lets sessions end for up to `grace`, then cuts the rest.
+    /// Stops accepting, lets sessions end for up to `grace`, cuts the rest, stops the
+    /// background tasks and flushes the per-user counters.
     pub async fn shutdown(&self, grace: Duration) {
         self.stop_accepting();
         let deadline = Instant::now() + grace;
@@ -387,6 +442,7 @@ impl DataplaneHandle {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.inner.cut.send(true);
+        self.inner.cancel.cancel();
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.inner.live.get() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -394,6 +450,7 @@ impl DataplaneHandle {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
+        self.counters.flush_async().await;
     }
 
     fn stop_accepting(&self) {
@@ -412,6 +469,7 @@ impl Drop for DataplaneHandle {
     fn drop(&mut self) {
         self.stop_accepting();
         let _ = self.inner.cut.send(true);
+        self.inner.cancel.cancel();
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
@@ -423,21 +481,8 @@ mod tests {
     use super::*;
 
     fn inner_for(cfg: &Config) -> Arc<Inner> {
-        let Rebuilt { policy, .. } = Policy::build(cfg, None, 1);
         let stats = Stats::new(std::time::SystemTime::now());
-        Arc::new(Inner {
-            upstreams: Arc::new(Upstreams::new(cfg, Arc::clone(&stats))),
-            stats,
-            policy: ArcSwap::from_pointee(policy),
-            rebuild: Mutex::new(()),
-            retirer: config::Retirer::new("policy-retire"),
-            hints: handshake::IpHints::new(),
-            accepting: AtomicBool::new(true),
-            stop_accepting: watch::Sender::new(false),
-            cut: watch::Sender::new(false),
-            live: Live(AtomicUsize::new(0)),
-            local_addrs: Vec::new(),
-        })
+        Arc::new(Inner::new(cfg, stats, Vec::new()))
     }
 
     /// Idle sessions must stay small: the whole per-connection future (handshake, relay and
@@ -478,9 +523,13 @@ mod tests {
         let Rebuilt {
             policy: p2,
             to_close,
+            removed,
         } = Policy::build(&c2, Some(&p1), 2);
         let closed: Vec<&str> = to_close.iter().map(|u| &*u.name).collect();
         assert_eq!(closed, vec!["bob", "carol"]);
+        // Rotated bob keeps his per-user state; deleted carol does not.
+        let removed: Vec<&str> = removed.iter().map(|n| &**n).collect();
+        assert_eq!(removed, vec!["carol"]);
         assert!(Arc::ptr_eq(
             p1.user("alice").expect("a"),
             p2.user("alice").expect("a")

@@ -77,21 +77,15 @@ impl UserRuntime {
             limits.expiration.map_or(NEVER, |t| t.unix_timestamp()),
             Ordering::Relaxed,
         );
-        let global = |g: usize| (g > 0).then_some(g);
+        let cap = |per_user: Option<&usize>, global_each: usize| {
+            config::effective_cap(per_user.copied(), global_each).unwrap_or(0)
+        };
         self.max_tcp_conns.store(
-            limits
-                .max_tcp_conns
-                .copied()
-                .or(global(a.user_max_tcp_conns_global_each))
-                .unwrap_or(0),
+            cap(limits.max_tcp_conns, a.user_max_tcp_conns_global_each),
             Ordering::Relaxed,
         );
         self.max_unique_ips.store(
-            limits
-                .max_unique_ips
-                .copied()
-                .or(global(a.user_max_unique_ips_global_each))
-                .unwrap_or(0),
+            cap(limits.max_unique_ips, a.user_max_unique_ips_global_each),
             Ordering::Relaxed,
         );
     }
@@ -247,10 +241,13 @@ impl ReplayCaches {
     }
 }
 
-/// Result of a rebuild: the new policy and the users whose live sessions must end.
+/// Result of a rebuild: the new policy, the users whose live sessions must end (deleted or
+/// secret changed: the entry is compared by secret, so a user re-created under the same name
+/// with a new secret is a different entry) and the names that left the config.
 pub(crate) struct Rebuilt {
     pub(crate) policy: Policy,
     pub(crate) to_close: Vec<Arc<UserRuntime>>,
+    pub(crate) removed: Vec<Arc<str>>,
 }
 
 impl Policy {
@@ -263,6 +260,7 @@ impl Policy {
         let a = &cfg.access;
         let mut users = Vec::with_capacity(a.users.len());
         let mut to_close = Vec::new();
+        let mut removed = Vec::new();
         let mut old = prev
             .map(|p| p.users.iter())
             .into_iter()
@@ -278,6 +276,7 @@ impl Policy {
         );
         for (name, secret) in &a.users {
             while let Some(gone) = old.next_if(|u| &*u.name < name.as_str()) {
+                removed.push(Arc::clone(&gone.name));
                 to_close.push(Arc::clone(gone));
             }
             let user = match old.next_if(|u| &*u.name == name.as_str()) {
@@ -297,7 +296,10 @@ impl Policy {
             user.set_limits(a, &limits);
             users.push(user);
         }
-        to_close.extend(old.map(Arc::clone));
+        for gone in old {
+            removed.push(Arc::clone(&gone.name));
+            to_close.push(Arc::clone(gone));
+        }
         let table = UserTable::from_keys(users.iter().map(|u| u.key));
 
         let g = &cfg.general;
@@ -392,10 +394,15 @@ impl Policy {
                 ),
             },
         };
-        Rebuilt { policy, to_close }
+        Rebuilt {
+            policy,
+            to_close,
+            removed,
+        }
     }
 
     /// The user called `name`.
+    #[cfg(test)]
     pub(crate) fn user(&self, name: &str) -> Option<&Arc<UserRuntime>> {
         self.user_index(name).and_then(|i| self.users.get(i))
     }

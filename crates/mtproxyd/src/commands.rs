@@ -82,3 +82,42 @@ pub fn links(path: &Path, user: Option<&str>) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// Username of the user put into a freshly created default config.
+pub const DEFAULT_USER: &str = "default";
+
+/// Writes the commented default config (one random user, API on 127.0.0.1:9091) when `path`
+/// does not exist. Returns whether it was created. The file is created 0600 (it holds
+/// secrets) via a temp file + rename, so a crash never leaves a partial config behind.
+pub fn ensure_default_config(path: &Path) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    if path.exists() {
+        return Ok(false);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = config::default_config_toml(DEFAULT_USER, &config::UserSecret::random());
+    config::create_file_atomically(path, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(true)
+}
+
+/// Logs the links of `user` (after a default config was created: the operator's first link).
+pub fn log_links(
+    cfg: &config::Config,
+    detected: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
+    user: &str,
+) {
+    let secret = cfg
+        .access
+        .users
+        .get(user)
+        .map(|s| s.to_hex())
+        .unwrap_or_default();
+    for (mode, link) in user_links(cfg, detected, &secret) {
+        tracing::info!(user, mode = %mode, "link: {link}");
+    }
+}

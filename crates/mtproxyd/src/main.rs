@@ -2,7 +2,9 @@
 //! stats, control-plane API and (later) the data plane, signals and graceful shutdown.
 //! Must not contain business logic: everything it runs lives in the library crates.
 
+mod api_listener;
 mod commands;
+mod hooks;
 mod logging;
 mod netinfo;
 mod run;

@@ -1,10 +1,8 @@
 //! `RuntimeHandle`: the binary's implementation of the API's `Runtime` port.
 //!
 //! What is real today: counters/users/IPs/events (`stats`), the startup tracker, config reload
-//! counters, local interface addresses as detected IPs, and from the data plane (when its
-//! listeners could be bound) admission state, session closing and the upstream rows with
-//! health/latency. Without a data plane the upstream rows are derived from `[[upstreams]]`
-//! (nothing checks them then: enabled = healthy, zero failures, checked at process start). Not built yet, reported as unavailable:
+//! counters, local interface addresses as detected IPs, and from the data plane admission
+//! state and the upstream rows with health/latency. Not built yet, reported as unavailable:
 //! the middle-proxy pool (`me_pool() == None`) and the NAT/STUN probe (`nat_stun() == None`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -27,7 +25,7 @@ pub struct RuntimeHandle {
     startup: Arc<StartupTracker>,
     started_at: SystemTime,
     detected: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-    dataplane: Option<Arc<DataplaneHandle>>,
+    dataplane: Arc<DataplaneHandle>,
 }
 
 impl RuntimeHandle {
@@ -37,7 +35,7 @@ impl RuntimeHandle {
         stats: Arc<Stats>,
         startup: Arc<StartupTracker>,
         detected: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-        dataplane: Option<Arc<DataplaneHandle>>,
+        dataplane: Arc<DataplaneHandle>,
     ) -> Self {
         Self {
             started_at: stats.started_at(),
@@ -48,19 +46,14 @@ impl RuntimeHandle {
             dataplane,
         }
     }
-
-    /// Shared counters (owned `Arc`).
-    pub fn stats_arc(&self) -> &Arc<Stats> {
-        &self.stats
-    }
 }
 
-fn route_kind(kind: &str) -> UpstreamRouteKind {
+fn route_kind(kind: dataplane::UpstreamRouteKind) -> UpstreamRouteKind {
     match kind {
-        "socks4" => UpstreamRouteKind::Socks4,
-        "socks5" => UpstreamRouteKind::Socks5,
-        "shadowsocks" => UpstreamRouteKind::Shadowsocks,
-        _ => UpstreamRouteKind::Direct,
+        dataplane::UpstreamRouteKind::Direct => UpstreamRouteKind::Direct,
+        dataplane::UpstreamRouteKind::Socks4 => UpstreamRouteKind::Socks4,
+        dataplane::UpstreamRouteKind::Socks5 => UpstreamRouteKind::Socks5,
+        dataplane::UpstreamRouteKind::Shadowsocks => UpstreamRouteKind::Shadowsocks,
     }
 }
 
@@ -108,10 +101,7 @@ impl Runtime for RuntimeHandle {
 
     fn gates(&self) -> GatesSnapshot {
         GatesSnapshot {
-            accepting_new_connections: self
-                .dataplane
-                .as_ref()
-                .is_some_and(|d| d.accepting_new_connections()),
+            accepting_new_connections: self.dataplane.accepting_new_connections(),
             // No middle-proxy pool exists in this build.
             me_runtime_ready: false,
         }
@@ -122,10 +112,8 @@ impl Runtime for RuntimeHandle {
     }
 
     fn upstreams(&self) -> Option<UpstreamsSnapshot> {
-        // Without a running data plane there is no upstream manager, hence no health to report:
-        // the API answers `source_unavailable` rather than presenting config rows as health.
-        // `None` also while a row is being updated (a try-lock).
-        let rows = self.dataplane.as_ref()?.upstreams_snapshot()?;
+        // `None` while a row is being updated (a try-lock): `source_unavailable`.
+        let rows = self.dataplane.upstreams_snapshot()?;
         Some(UpstreamsSnapshot {
             upstreams: rows.into_iter().map(from_dataplane).collect(),
         })
@@ -148,13 +136,6 @@ impl Runtime for RuntimeHandle {
         ReloadStats {
             reload_count: r.reload_count,
             last_reload_epoch_secs: r.last_reload_epoch_secs,
-        }
-    }
-
-    fn close_user_sessions(&self, username: &str) {
-        match &self.dataplane {
-            Some(d) => d.close_user_sessions(username),
-            None => tracing::debug!(user = username, "no data plane: no sessions to close"),
         }
     }
 

@@ -10,6 +10,7 @@ mod counter;
 mod events;
 mod ip;
 mod prom;
+pub mod startup;
 mod state;
 mod users;
 mod zero;

@@ -1,13 +1,14 @@
 //! The `Runtime` port: everything the control plane may ask of the running proxy.
 //!
-//! Owned by helper VIEWS. The API never reaches into the data plane directly; it asks this trait
-//! for plain-data snapshots. The snapshot types here carry raw runtime facts (writer rows, floor
+//! The API never reaches into the data plane directly; it asks this trait for plain-data
+//! snapshots. It has no verbs with runtime effects: what a config write does to the running
+//! proxy (closing sessions of a deleted or re-keyed user, forgetting its counters) is done by
+//! the data plane's config-publish hook, before the write returns to the handler. The snapshot types here carry raw runtime facts (writer rows, floor
 //! bounds, health flags, timestamps); derived figures (coverage, percentages, ages, summaries)
 //! are computed by `crate::views`, so an implementation only has to copy its state out.
 //! This module must not depend on hyper or on the views.
 
 mod me;
-mod startup;
 mod upstream;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -18,7 +19,7 @@ pub use me::{
     MePoolSnapshot, MeQuarantineEntry, MeRefillInflight, MeSelftestInputs, MeTimeskewSnapshot,
     MeWriterSnapshot, WriterContour,
 };
-pub use startup::{
+pub use stats::startup::{
     ComponentStatus, MeStartupSnapshot, StartupComponentSnapshot, StartupSnapshot, StartupStatus,
     StartupTracker, TransportMode,
 };
@@ -73,8 +74,6 @@ pub trait Runtime: Send + Sync + 'static {
     fn process_started_at(&self) -> SystemTime;
     /// Config reload counters (from `config::ConfigStore::reload_stats`).
     fn config_reload_stats(&self) -> ReloadStats;
-    /// Close every live session of `username` (user deleted or secret rotated).
-    fn close_user_sessions(&self, username: &str);
     /// Build metadata of the binary (none by default, e.g. in tests).
     fn build_info(&self) -> BuildInfo {
         BuildInfo::default()

@@ -1,6 +1,7 @@
 //! The mutating users endpoints. The request future does the cheap, cancellable part (read_only
 //! gate, body read); everything from decoding on runs in a spawned task that always finishes:
-//! validation → `ConfigStore::apply` (blocking pool) → runtime side effects → event → response.
+//! validation → `ConfigStore::apply` (blocking pool; the data plane applies the runtime effects
+//! inside the publish) → event → response.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,15 +214,11 @@ async fn patch(
     let req: PatchUserRequest = decode_object(bytes)?;
     let patch = req.into_patch()?;
     refuse_invalid_username(state, expected.as_deref(), u)?;
-    let secret_changed = patch.secret.is_some();
     let edit = UserEdit::Patch {
         username: u.to_owned(),
         patch,
     };
     let snap = apply(state, expected, edit).await?;
-    if secret_changed {
-        state.runtime().close_user_sessions(u);
-    }
     render_written(state, &snap, u, StatusCode::OK, false)
 }
 
@@ -235,8 +232,6 @@ async fn delete(
         username: u.to_owned(),
     };
     let snap = apply(state, expected, edit).await?;
-    state.runtime().close_user_sessions(u);
-    state.runtime().stats().forget_user(u);
     success_response(StatusCode::OK, u, &snap.revision)
 }
 
@@ -257,6 +252,5 @@ async fn rotate(
         secret,
     };
     let snap = apply(state, expected, edit).await?;
-    state.runtime().close_user_sessions(u);
     render_written(state, &snap, u, StatusCode::OK, true)
 }

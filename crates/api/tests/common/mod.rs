@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use api::runtime::{
@@ -24,7 +24,6 @@ pub struct FakeRuntime {
     pub stats: Arc<stats::Stats>,
     pub tracker: StartupTracker,
     pub detected: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-    pub closed: Mutex<Vec<String>>,
 }
 
 impl FakeRuntime {
@@ -34,12 +33,7 @@ impl FakeRuntime {
             stats: stats::Stats::new(now),
             tracker: StartupTracker::new(now, TransportMode::Direct),
             detected: (None, None),
-            closed: Mutex::new(Vec::new()),
         }
-    }
-
-    pub fn closed(&self) -> Vec<String> {
-        self.closed.lock().expect("lock").clone()
     }
 }
 
@@ -70,9 +64,6 @@ impl Runtime for FakeRuntime {
     }
     fn config_reload_stats(&self) -> ReloadStats {
         ReloadStats::default()
-    }
-    fn close_user_sessions(&self, username: &str) {
-        self.closed.lock().expect("lock").push(username.to_owned());
     }
 }
 

@@ -368,25 +368,29 @@ impl Default for Access {
     }
 }
 
+/// The effective value of a per-user cap (DECISIONS #20): the user's own entry when set,
+/// else the `*_global_each` value when > 0, else `None`. A per-user `0` stays `Some(0)`,
+/// which (as in telemt) means "no limit" to the data plane. Callers that already hold the
+/// user's entry (the data plane walks the tables in order) use this directly.
+pub fn effective_cap(per_user: Option<usize>, global_each: usize) -> Option<usize> {
+    per_user.or((global_each > 0).then_some(global_each))
+}
+
 impl Access {
-    /// Effective per-user TCP cap (DECISIONS #20): the per-user value when set, else
-    /// `user_max_tcp_conns_global_each` when > 0, else `None`. A per-user `0` is returned as
-    /// `Some(0)`, which (as in telemt) means "no limit" to the data plane.
+    /// Effective per-user TCP cap, see [`effective_cap`].
     pub fn effective_max_tcp_conns(&self, user: &str) -> Option<usize> {
-        self.user_max_tcp_conns
-            .get(user)
-            .copied()
-            .or((self.user_max_tcp_conns_global_each > 0)
-                .then_some(self.user_max_tcp_conns_global_each))
+        effective_cap(
+            self.user_max_tcp_conns.get(user).copied(),
+            self.user_max_tcp_conns_global_each,
+        )
     }
 
-    /// Effective per-user unique-IP cap; same rule as [`Access::effective_max_tcp_conns`].
+    /// Effective per-user unique-IP cap, see [`effective_cap`].
     pub fn effective_max_unique_ips(&self, user: &str) -> Option<usize> {
-        self.user_max_unique_ips
-            .get(user)
-            .copied()
-            .or((self.user_max_unique_ips_global_each > 0)
-                .then_some(self.user_max_unique_ips_global_each))
+        effective_cap(
+            self.user_max_unique_ips.get(user).copied(),
+            self.user_max_unique_ips_global_each,
+        )
     }
 }
 

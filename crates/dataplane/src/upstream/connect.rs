@@ -9,7 +9,7 @@ use proto::socks::BoundAddr;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::stream::DcStream;
-use super::{socks, ss, UpstreamError};
+use super::{socks, ss, UpstreamError, UpstreamRouteKind};
 
 /// Parsed connection settings of one upstream.
 pub(super) enum Route {
@@ -90,12 +90,12 @@ impl Route {
         })
     }
 
-    pub(super) fn kind_label(&self) -> &'static str {
+    pub(super) fn kind(&self) -> UpstreamRouteKind {
         match self {
-            Route::Direct { .. } => "direct",
-            Route::Socks4 { .. } => "socks4",
-            Route::Socks5 { .. } => "socks5",
-            Route::Shadowsocks(_) => "shadowsocks",
+            Route::Direct { .. } => UpstreamRouteKind::Direct,
+            Route::Socks4 { .. } => UpstreamRouteKind::Socks4,
+            Route::Socks5 { .. } => UpstreamRouteKind::Socks5,
+            Route::Shadowsocks(_) => UpstreamRouteKind::Shadowsocks,
         }
     }
 }

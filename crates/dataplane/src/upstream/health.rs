@@ -8,17 +8,19 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{connect_via, dc_row, order_targets, Entry, Upstreams};
-use crate::Inner;
+use crate::housekeeping::Ticker;
 
 /// DC probed by health checks.
-const PROBE_DC: i16 = 2;
+pub(super) const PROBE_DC: i16 = 2;
 
 impl Upstreams {
     /// Probes every due upstream once, concurrently; returns when all probes finished.
-    pub(crate) async fn probe_round(&self, targets: &[std::net::SocketAddr], interval: Duration) {
+    pub(crate) async fn probe_round(&self, interval: Duration) {
         let set = self.set.load_full();
+        let targets = &set.probe_targets;
         let timeout = set.policy.attempt_timeout;
         let threshold = set.policy.threshold;
         let mut probes = tokio::task::JoinSet::new();
@@ -83,28 +85,23 @@ fn record_probe(
     }
 }
 
-/// Spawns the checker; it stops when the data plane is dropped or cut.
+/// Spawns the checker; it stops when `cancel` fires or the manager is dropped.
 pub(crate) fn spawn_health_task(
-    inner: Weak<Inner>,
+    upstreams: Weak<Upstreams>,
+    cancel: CancellationToken,
     interval: Duration,
     recovery: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(recovery.max(Duration::from_millis(10)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else {
+        let mut tick = Ticker::new(recovery, cancel.clone(), true);
+        while tick.next().await {
+            let Some(upstreams) = upstreams.upgrade() else {
                 return;
             };
-            if *inner.cut.borrow() {
-                return;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = upstreams.probe_round(interval) => {}
             }
-            let targets = inner.policy.load().dc.targets(PROBE_DC);
-            let upstreams = Arc::clone(&inner.upstreams);
-            drop(inner);
-            upstreams.probe_round(&targets, interval).await;
         }
     })
 }

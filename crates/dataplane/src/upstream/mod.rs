@@ -30,13 +30,16 @@ use config::{Config, UpstreamConfig, UpstreamKind};
 use parking_lot::Mutex;
 use proto::socks::SocksError;
 use rand::Rng;
+use stats::startup::{ComponentStatus, StartupTracker};
 use stats::Stats;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use connect::{connect_via, Route};
-pub(crate) use health::spawn_health_task;
 use snapshot::classify_bnd;
 pub use snapshot::{
-    BndAddrStatus, BndObservation, BndPortStatus, IpPreference, UpstreamDcRow, UpstreamRow,
+    BndAddrStatus, BndObservation, BndPortStatus, IpPreference, UpstreamDcRow, UpstreamRouteKind,
+    UpstreamRow,
 };
 use stream::DcStream;
 
@@ -215,6 +218,8 @@ impl ConnectPolicy {
 struct UpstreamSet {
     slots: Vec<Slot>,
     policy: ConnectPolicy,
+    /// Where health probes connect (the probe DC under this config's routing).
+    probe_targets: Vec<SocketAddr>,
 }
 
 /// DC index → row (media DCs share the main DC's row; unknown DCs have none).
@@ -238,6 +243,36 @@ impl Upstreams {
             stats,
             bnd: Mutex::new(None),
         }
+    }
+
+    /// Starts the background health checks (until `cancel` fires) and reports the manager's
+    /// startup stage.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        startup: &StartupTracker,
+        cancel: CancellationToken,
+        interval: Duration,
+        recovery: Duration,
+    ) -> JoinHandle<()> {
+        startup.register("upstreams", "Upstream manager", false);
+        startup.begin("upstreams", SystemTime::now());
+        let set = self.set.load();
+        let kinds: Vec<&str> = set
+            .slots
+            .iter()
+            .map(|s| s.entry.route.kind().as_str())
+            .collect();
+        let details = match kinds.as_slice() {
+            [] => "no enabled upstream".to_owned(),
+            k => format!("{} enabled: {}", k.len(), k.join(", ")),
+        };
+        startup.finish(
+            "upstreams",
+            ComponentStatus::Ready,
+            Some(details),
+            SystemTime::now(),
+        );
+        health::spawn_health_task(Arc::downgrade(self), cancel, interval, recovery)
     }
 
     /// Applies a published config to new connections (live sessions keep their stream).
@@ -349,7 +384,7 @@ impl Upstreams {
                     up.observe_connect(true, attempts, started.elapsed());
                     let mut h = entry.health.lock();
                     if !h.healthy {
-                        tracing::info!(upstream = idx, kind = entry.route.kind_label(),
+                        tracing::info!(upstream = idx, kind = entry.route.kind().as_str(),
                             address = %slot.address, "upstream recovered");
                     }
                     h.healthy = true;
@@ -401,7 +436,7 @@ impl Upstreams {
         }
         let fails = h.fails;
         drop(h);
-        tracing::warn!(upstream = idx, kind = slot.entry.route.kind_label(),
+        tracing::warn!(upstream = idx, kind = slot.entry.route.kind().as_str(),
             address = %slot.address, fails, error = %err, "upstream connect failed");
         if newly {
             tracing::warn!(upstream = idx, address = %slot.address, fails, threshold,
@@ -410,7 +445,7 @@ impl Upstreams {
                 "upstream.unhealthy",
                 &format!(
                     "upstream={idx} kind={} address={}",
-                    slot.entry.route.kind_label(),
+                    slot.entry.route.kind().as_str(),
                     slot.address
                 ),
             );
@@ -426,7 +461,7 @@ impl Upstreams {
             let h = slot.entry.health.try_lock()?;
             rows.push(UpstreamRow {
                 upstream_id: i,
-                route_kind: slot.entry.route.kind_label(),
+                route_kind: slot.entry.route.kind(),
                 address: slot.address.clone(),
                 weight: slot.weight,
                 scopes: slot.scopes.clone(),
@@ -480,6 +515,7 @@ fn build_set(cfg: &Config, old: &[Arc<Entry>]) -> UpstreamSet {
     UpstreamSet {
         slots,
         policy: ConnectPolicy::from_config(cfg),
+        probe_targets: crate::dc::DcRouting::from_config(cfg).targets(health::PROBE_DC),
     }
 }
 

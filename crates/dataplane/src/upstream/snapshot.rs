@@ -25,12 +25,32 @@ pub struct UpstreamDcRow {
     pub ip_preference: IpPreference,
 }
 
+/// How an upstream reaches Telegram (`/v1/stats/upstreams` `route_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamRouteKind {
+    Direct,
+    Socks4,
+    Socks5,
+    Shadowsocks,
+}
+
+impl UpstreamRouteKind {
+    /// The config / API spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Socks4 => "socks4",
+            Self::Socks5 => "socks5",
+            Self::Shadowsocks => "shadowsocks",
+        }
+    }
+}
+
 /// One runtime upstream (credentials never included).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamRow {
     pub upstream_id: usize,
-    /// `direct`, `socks4`, `socks5` or `shadowsocks`.
-    pub route_kind: &'static str,
+    pub route_kind: UpstreamRouteKind,
     /// `direct`, or the proxy's `host:port`.
     pub address: String,
     pub weight: u16,

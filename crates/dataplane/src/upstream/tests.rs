@@ -30,7 +30,7 @@ fn default_direct_and_disabled_entries() {
     let rows = u.try_snapshot().expect("snapshot");
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        (rows[0].route_kind, rows[0].address.as_str()),
+        (rows[0].route_kind.as_str(), rows[0].address.as_str()),
         ("direct", "direct")
     );
     assert_eq!(rows[0].dc.len(), 5);
@@ -49,7 +49,7 @@ fn default_direct_and_disabled_entries() {
         1,
         "disabled upstreams are not in the runtime set"
     );
-    assert_eq!(rows[0].route_kind, "socks5");
+    assert_eq!(rows[0].route_kind.as_str(), "socks5");
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! Config publishes apply to new connections at once; deleting, rotating or expiring a user
-//! (API edit or hand edit) closes that user's live sessions.
+//! (API edit or hand edit) closes that user's live sessions. The data plane's publish hook is
+//! the only thing that does so.
 
-use config::{UserEdit, UserSecret};
-use testkit::client::Mode;
+use std::sync::Arc;
+
+use config::{ConfigEvent, UserEdit, UserSecret};
+use parking_lot::Mutex;
+use testkit::client::TestClient;
 
 use crate::support::*;
 
@@ -29,6 +33,9 @@ async fn delete_and_rotate_close_live_sessions() {
     .expect("join")
     .expect("delete");
     alice_rd.wait_eof().await.expect("alice closed");
+    // Her counters went with her (the hook drops per-user state of deleted users).
+    assert!(h.stats.users().existing("alice").is_none());
+    assert!(h.stats.users().existing("bob").is_some());
     // Bob is untouched.
     let (mut bob_rd, _bob_wr) = echo_roundtrip(bob, b"bob ok", 6).await;
     // Alice's secret no longer works: masked.
@@ -103,14 +110,64 @@ async fn expiry_reached_while_connected_closes_the_session() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// A client that reconnects with the new secret while the rotation is being published keeps
+/// its session: the old entry (old secret) is closed, never "whoever is called bob" after
+/// the fact. The reconnect happens inside the publish, right after the data plane's hook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_user_sessions_from_the_handle() {
+async fn rotation_keeps_a_client_that_reconnected_with_the_new_secret() {
     let h = Harness::start(Cfg::default()).await;
-    let (mut rd, _wr) = live(&h, 0).await;
-    let closer = h.dp.session_closer();
-    closer("alice");
-    rd.wait_eof().await.expect("closed");
-    // Only live sessions are affected.
-    let conn = h.connect(Mode::Secure, 0).await;
-    drop(echo_roundtrip(conn.into_split(), b"again", 5).await);
+    let (mut old_rd, _old_wr) = live(&h, 1).await;
+    let new_secret = secret(91);
+    let addr = h.addr();
+    let rt = tokio::runtime::Handle::current();
+    let slot: Arc<Mutex<Option<Halves>>> = Arc::new(Mutex::new(None));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    {
+        let slot = Arc::clone(&slot);
+        let armed = Arc::clone(&armed);
+        h.store.add_listener(Box::new(move |ev| {
+            if !matches!(ev, ConfigEvent::Applied { .. })
+                || !armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
+            // The publish runs on a blocking-pool thread, so blocking on the runtime is fine.
+            let conn = rt.block_on(async {
+                let conn = TestClient::connect(addr, tls_mode(), new_secret, 2)
+                    .await
+                    .expect("the new secret is accepted inside the publish");
+                echo_roundtrip(conn.into_split(), b"reconnected", 11).await
+            });
+            *slot.lock() = Some(conn);
+        }));
+    }
+    let store = Arc::clone(&h.store);
+    tokio::task::spawn_blocking(move || {
+        store.apply(
+            None,
+            UserEdit::RotateSecret {
+                username: "bob".into(),
+                secret: UserSecret(new_secret),
+            },
+        )
+    })
+    .await
+    .expect("join")
+    .expect("rotate");
+    old_rd
+        .wait_eof()
+        .await
+        .expect("the old-secret session is closed");
+    let conn = slot.lock().take().expect("listener reconnected");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let conn = echo_roundtrip(conn, b"still relaying", 7).await;
+    // And it is counted as bob's live session.
+    assert_eq!(
+        h.stats
+            .users()
+            .existing("bob")
+            .map(|s| s.current_connections()),
+        Some(1)
+    );
+    drop(conn);
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use config::ConfigStore;
 use dataplane::{Dataplane, DataplaneHandle, DataplaneOptions};
+use stats::startup::{StartupTracker, TransportMode};
 use stats::Stats;
 use testkit::client::{Mode, TestClient, TestConn, TlsOptions};
 use testkit::dc::{DcMode, TestDc};
@@ -142,7 +143,12 @@ impl Harness {
             upstream_recovery_interval: Duration::from_millis(200),
             ..DataplaneOptions::default()
         };
-        let dp = Dataplane::start(Arc::clone(&store), Arc::clone(&stats), opts).expect("start");
+        let startup = Arc::new(StartupTracker::new(
+            SystemTime::now(),
+            TransportMode::Direct,
+        ));
+        let dp =
+            Dataplane::start(Arc::clone(&store), Arc::clone(&stats), startup, opts).expect("start");
         Self {
             dir,
             cfg,

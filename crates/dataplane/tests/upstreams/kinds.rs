@@ -71,7 +71,7 @@ async fn socks5_with_password_through_microsocks() {
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
     assert_eq!(
-        (r.route_kind, r.address.as_str()),
+        (r.route_kind.as_str(), r.address.as_str()),
         ("socks5", &*format!("127.0.0.1:{port}"))
     );
     assert!(r.healthy && r.fails == 0);
@@ -109,7 +109,7 @@ async fn socks4_and_socks5_through_dante() {
         let n = echo_all_modes(&h).await;
         assert_clean_counters(&h, n);
         let rows = h.dp.upstreams_snapshot().expect("snapshot");
-        assert_eq!(rows[0].route_kind, kind);
+        assert_eq!(rows[0].route_kind.as_str(), kind);
         // dante reports its real outgoing socket: 127.0.0.1 (bogon per §9.3), non-zero port.
         let bnd = h.dp.upstream_bnd().expect("BND recorded");
         assert_eq!(bnd.addr_state, BndAddrStatus::Bogon, "{kind}");
@@ -139,7 +139,7 @@ async fn shadowsocks_aead_through_ss_server() {
     let n = echo_all_modes(&h).await;
     assert_clean_counters(&h, n);
     let rows = h.dp.upstreams_snapshot().expect("snapshot");
-    assert_eq!(rows[0].route_kind, "shadowsocks");
+    assert_eq!(rows[0].route_kind.as_str(), "shadowsocks");
     assert_eq!(rows[0].address, format!("127.0.0.1:{port}"));
     assert!(!format!("{rows:?}").contains("ss-test-key"));
 }
@@ -181,7 +181,7 @@ async fn hot_reload_applies_to_new_connections_only() {
     ));
     let rows = h.dp.upstreams_snapshot().expect("snapshot");
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].route_kind, rows[0].weight), ("direct", 7));
+    assert_eq!((rows[0].route_kind.as_str(), rows[0].weight), ("direct", 7));
     // The live session keeps its SOCKS path.
     let live = echo_roundtrip(live, &random(10_000), 4096).await;
     drop(live);
@@ -202,7 +202,7 @@ async fn hot_reload_applies_to_new_connections_only() {
     ));
     let rows = h.dp.upstreams_snapshot().expect("snapshot");
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].route_kind, "socks5");
+    assert_eq!(rows[0].route_kind.as_str(), "socks5");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,7 +108,6 @@ impl Runtime for Fake {
     fn config_reload_stats(&self) -> ReloadStats {
         self.reload
     }
-    fn close_user_sessions(&self, _username: &str) {}
 }
 
 /// Default config with both runtime features on (tests switch them off as needed).

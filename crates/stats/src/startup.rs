@@ -1,4 +1,5 @@
-//! Startup progress tracker: the binary records component lifecycles here, the API reads
+//! Startup progress: components (the binary, the data plane, the upstream manager and later the
+//! middle-proxy pool) report their stages to one shared `StartupTracker`; the API reads
 //! snapshots (`/v1/runtime/initialization`, `/v1/runtime/gates`). Time is always passed in.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
