@@ -11,6 +11,8 @@
 #   MTPROXYD_VENV   where to keep the virtualenv (default: target/pyvenv)
 #   MTPROXYD_PY     use this interpreter instead (skips the virtualenv setup)
 #   PYTHON          interpreter used to create the virtualenv (default: python3)
+#   MTPROXYD_SKIP_EXTERNAL=1  explicit opt-out: tests needing an external server or Python
+#                   library that is missing skip with a notice instead of failing
 # Extra arguments are passed to nextest (e.g. `bash scripts/test.sh -p stats`).
 set -euo pipefail
 

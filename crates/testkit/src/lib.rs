@@ -3,7 +3,8 @@
 //! Owns: ephemeral port picking, a spawned-daemon handle (start, wait for readiness, signals,
 //! logs), a minimal keep-alive HTTP/1.1 JSON client over a tokio `TcpStream`, config
 //! fixtures, and the protocol-level pieces the data-plane tests use: a test DC (`dc`), a
-//! proxy client (`client`), a masking target (`mask`) and the Python interop runner (`py`).
+//! proxy client (`client`), a masking target (`mask`), the Python interop runner (`py`) and the
+//! missing-peer policy (`external`).
 //! Must not: ship in the binary, or depend on the crates under test (it speaks to them only
 //! as an outside client or server would).
 
@@ -13,6 +14,7 @@ mod http;
 
 pub mod client;
 pub mod dc;
+pub mod external;
 pub mod mask;
 pub mod py;
 
