@@ -119,11 +119,6 @@ pub fn parse_expiration(s: &str) -> Result<OffsetDateTime, ApiError> {
         })
 }
 
-/// Renders an expiration in UTC with `Z` (DECISIONS #20).
-pub fn format_expiration(t: &OffsetDateTime) -> Option<String> {
-    t.to_offset(UtcOffset::UTC).format(&Rfc3339).ok()
-}
-
 pub fn validate_username(s: &str) -> Result<(), ApiError> {
     config::validate_username(s).map_err(|_| {
         ApiError::bad_request("username must match [A-Za-z0-9_.-] and be 1..64 characters")
@@ -233,10 +228,7 @@ mod tests {
         let nu = ok.into_new_user().expect("valid");
         assert_eq!(nu.secret.to_hex(), "00112233445566778899aabbccddeeff");
         assert_eq!(
-            nu.expiration
-                .as_ref()
-                .and_then(format_expiration)
-                .as_deref(),
+            nu.expiration.map(config::format_expiration).as_deref(),
             Some("2027-01-01T00:00:00Z")
         );
         let generated = CreateUserRequest {

@@ -9,7 +9,6 @@ use config::{Config, UserSecret};
 
 use crate::links::LinkPlan;
 use crate::runtime::Runtime;
-use crate::users::dto::format_expiration;
 
 type JsonResult = Result<(), serde_json::Error>;
 
@@ -163,7 +162,11 @@ impl<'a> UserRenderer<'a> {
         buf.extend_from_slice(b",\"expiration_rfc3339\":");
         push_json(
             buf,
-            &access.user_expirations.get(u).and_then(format_expiration),
+            // UTC with `Z`, as the file stores it (docs/DECISIONS.md #20).
+            &access
+                .user_expirations
+                .get(u)
+                .map(|t| config::format_expiration(*t)),
         )?;
         buf.extend_from_slice(b",\"data_quota_bytes\":");
         push_opt_u64(buf, access.user_data_quota.get(u).copied());
