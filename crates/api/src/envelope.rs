@@ -107,6 +107,16 @@ impl ApiError {
         )
     }
 
+    /// 503 `config_invalid_on_disk`: a hand edit left the file unloadable, so nothing can be
+    /// edited through the API until it is fixed (docs/DECISIONS.md #29).
+    pub fn config_invalid_on_disk(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "config_invalid_on_disk",
+            message,
+        )
+    }
+
     pub fn revision_conflict() -> Self {
         Self::new(
             StatusCode::CONFLICT,

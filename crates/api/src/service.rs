@@ -105,15 +105,17 @@ impl ApiService {
                 let Some(route) = read_route(parts.uri.path()) else {
                     return Err(ApiError::route_not_found());
                 };
+                let on_disk = self.state.store().on_disk();
                 let ctx = ViewContext {
                     snapshot: &snapshot,
+                    revision: &on_disk.revision,
                     runtime: self.state.runtime(),
                     caches: self.state.caches(),
                     query: parts.uri.query(),
                     now: SystemTime::now(),
                 };
                 let data = render(route, &ctx);
-                success_response(StatusCode::OK, &data, &snapshot.revision)
+                success_response(StatusCode::OK, &data, &on_disk.revision)
             }
         }
     }

@@ -451,14 +451,14 @@ async fn if_match_and_check_order() {
 }
 
 #[tokio::test]
-async fn write_failures_are_500() {
+async fn writes_against_a_missing_file_say_so() {
     let f = Fixture::new("");
-    // Remove the directory under the store: the atomic write cannot create its temp file.
+    // Remove the directory under the store: the file to edit is gone.
     std::fs::remove_dir_all(f.dir.path()).expect("rm");
     let r = f
         .call("POST", "/v1/users", Some(r#"{"username":"zed"}"#))
         .await;
-    r.assert_error(500, "internal_error");
+    r.assert_error(503, "config_invalid_on_disk");
     // Reads are served from the in-memory snapshot.
     f.call("GET", "/v1/users", None).await.assert_ok(200);
 }

@@ -98,6 +98,10 @@ pub enum EditError {
     LastUser,
     #[error("{0}")]
     Invalid(String),
+    /// The file on disk does not load (a broken hand edit): nothing can be edited until it is
+    /// fixed by hand; the running config stays in force.
+    #[error("the config file on disk is invalid ({0}); fix it by hand, the running config stays in force")]
+    DiskInvalid(String),
     #[error("config I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -7,9 +7,9 @@
 //!
 //! Decisions:
 //! - Unknown keys are accepted and reported as warnings (so telemt configs load).
-//! - A user whose secret is not 32 hex characters is skipped with a warning on load (telemt
-//!   compatibility); API writes cannot produce one (`UserSecret` is typed), so the API rejects
-//!   such input with a validation error before reaching the store.
+//! - A user whose secret is not 32 hex characters makes the whole config invalid (telemt skips
+//!   the user with a warning; a hand-edit typo would then silently drop a user). API writes
+//!   cannot produce one (`UserSecret` is typed).
 //! - A config with no valid user is rejected.
 //! - `include = "file"` lines are expanded textually like telemt (relative to the including
 //!   file, depth ≤ 10). API edits always go to the main file; a user defined only in an
@@ -48,7 +48,9 @@ pub use load::{load_file, parse_str, ConfigError, Loaded};
 pub use model::*;
 pub use retire::Retirer;
 pub use ss_url::{ShadowsocksUrl, SS_CIPHERS};
-pub use store::{ChangeSource, ConfigEvent, ConfigSnapshot, ConfigStore, ReloadStats, StoreError};
+pub use store::{
+    ChangeSource, ConfigEvent, ConfigSnapshot, ConfigStore, OnDisk, ReloadStats, StoreError,
+};
 pub use types::{
     validate_username, AdTag, IpPolicyMode, LogLevel, MeBindStaleMode, MeFloorMode,
     MeRouteNoWriterMode, MeSocksKdfPolicy, MeTelemetryLevel, MeWriterPickMode, UnknownSniAction,

@@ -88,6 +88,7 @@ pub fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string().trim_end().to_string()))?;
+    validate::user_secrets(&table)?;
     let mut warnings = Vec::new();
     validate::lenient_warnings(&table, &mut warnings);
     let facts = validate::RawFacts::from_table(&table);

@@ -86,12 +86,23 @@ struct Disk {
     warnings: Vec<String>,
 }
 
+/// The main file as last read or written: its revision, and why it does not load (if so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnDisk {
+    /// Lowercase hex SHA-256 of the file's bytes.
+    pub revision: String,
+    /// `Some(reason)` while those bytes do not load (the running config is an older one).
+    pub invalid: Option<String>,
+}
+
 /// The config store. `Send + Sync`; share it as `Arc<ConfigStore>`.
 pub struct ConfigStore {
     path: PathBuf,
     /// Where writes go (the symlink target when `path` is a symlink).
     target: PathBuf,
     current: ArcSwap<ConfigSnapshot>,
+    /// The main file as last seen on disk, which may not load (docs/DECISIONS.md #13, #29).
+    on_disk: ArcSwap<OnDisk>,
     watch_tx: tokio::sync::watch::Sender<Arc<ConfigSnapshot>>,
     disk: Mutex<Disk>,
     listeners: RwLock<Vec<Listener>>,
@@ -206,6 +217,10 @@ impl ConfigStore {
         Ok(Arc::new(ConfigStore {
             path,
             target,
+            on_disk: ArcSwap::from_pointee(OnDisk {
+                revision: snap.revision.clone(),
+                invalid: None,
+            }),
             current: ArcSwap::new(snap),
             watch_tx,
             disk: Mutex::new(disk),
@@ -221,6 +236,12 @@ impl ConfigStore {
     /// The published snapshot (lock-free).
     pub fn current(&self) -> Arc<ConfigSnapshot> {
         self.current.load_full()
+    }
+
+    /// The main file as last seen on disk. Its revision is what the API reports: while a hand
+    /// edit does not load, it differs from the running snapshot's.
+    pub fn on_disk(&self) -> Arc<OnDisk> {
+        self.on_disk.load_full()
     }
 
     /// The main config file's absolute path.
@@ -273,6 +294,10 @@ impl ConfigStore {
         revision: String,
         source: ChangeSource,
     ) -> Arc<ConfigSnapshot> {
+        self.on_disk.store(Arc::new(OnDisk {
+            revision: revision.clone(),
+            invalid: None,
+        }));
         let snap = Arc::new(ConfigSnapshot {
             config,
             revision,
@@ -324,7 +349,13 @@ impl ConfigStore {
         }
         let loaded = match load::load_bytes(&self.target, &bytes) {
             Ok(l) => l,
-            Err(e) => return Err(self.report_failure(disk, fp, e)),
+            Err(e) => {
+                self.on_disk.store(Arc::new(OnDisk {
+                    revision: fsio::revision_of(&bytes),
+                    invalid: Some(e.to_string()),
+                }));
+                return Err(self.report_failure(disk, fp, e));
+            }
         };
         let text = String::from_utf8_lossy(&bytes);
         let has_includes = fsio::has_includes(&text);
@@ -376,11 +407,19 @@ impl ConfigStore {
         for _ in 0..MAX_REAPPLY {
             // Pick up a hand edit that landed since we last looked (cheap when unchanged).
             if self.file_changed(&disk) {
-                self.reload_locked(&mut disk).map_err(|e| {
-                    EditError::Io(std::io::Error::other(format!(
-                        "config file on disk is invalid: {e}"
-                    )))
-                })?;
+                if let Err(e) = self.reload_locked(&mut disk) {
+                    // A stale If-Match is a conflict whatever the file holds (it names bytes
+                    // that are gone); otherwise the broken file blocks every edit.
+                    if let Some(want) = if_match {
+                        if want.trim().trim_matches('"') != self.on_disk().revision {
+                            return Err(EditError::RevisionConflict);
+                        }
+                    }
+                    return Err(EditError::DiskInvalid(format!(
+                        "{}: {e}",
+                        self.path.display()
+                    )));
+                }
             }
             let cur = self.current();
             if let Some(want) = if_match {

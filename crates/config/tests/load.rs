@@ -207,12 +207,23 @@ fn defaults_and_normalisation() {
 }
 
 #[test]
-fn unknown_keys_and_bad_secrets_are_warnings() {
+fn a_bad_user_secret_invalidates_the_config() {
+    for bad in ["\"nothex\"", "\"abc\"", "42", &format!("\"{ALICE}00\"")] {
+        let text = format!("[access.users]\nok = \"{ALICE}\"\nalice = {bad}\n");
+        let err = config::parse_str(&text).expect_err(bad).to_string();
+        assert!(
+            err.contains("access.users.alice: secret must be exactly 32 hex characters"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_tags_are_warnings() {
     let text = format!(
-        "future_top = 1\n[general]\nbrand_new = true\nad_tag = \"xyz\"\n[access.users]\nok = \"{ALICE}\"\nshort = \"abc\"\n[access.user_ad_tags]\nok = \"nothex\"\n[mystery]\nx = 1\n"
+        "future_top = 1\n[general]\nbrand_new = true\nad_tag = \"xyz\"\n[access.users]\nok = \"{ALICE}\"\n[access.user_ad_tags]\nok = \"nothex\"\n[mystery]\nx = 1\n"
     );
     let l = load(&text);
-    assert!(!l.config.access.users.contains_key("short"));
     assert!(l.config.access.users.contains_key("ok"));
     assert!(l.config.general.ad_tag.is_none());
     assert!(l.config.access.user_ad_tags.is_empty());
@@ -220,7 +231,6 @@ fn unknown_keys_and_bad_secrets_are_warnings() {
         "`future_top`",
         "`general.brand_new`",
         "`mystery`",
-        "access.users.short: secret must be exactly 32 hex characters; user skipped",
         "general.ad_tag must be exactly 32 hex characters",
         "access.user_ad_tags.ok",
     ] {
@@ -363,7 +373,7 @@ fn every_validation_rule_names_its_key() {
             .contains("default_dc must be within [1, 5], got 9"),
         "{e}"
     );
-    let e = parse_str("[access.users]\nx = \"short\"\n").unwrap_err();
+    let e = parse_str("[access]\nuser_max_tcp_conns_global_each = 1\n").unwrap_err();
     assert!(
         e.to_string()
             .contains("access.users must contain at least one user"),

@@ -1,7 +1,7 @@
 //! `[[upstreams]]` end to end: testkit clients → data plane → real SOCKS / Shadowsocks
 //! servers (microsocks, dante, ss-server, the `shadowsocks` crate's server) on 127.0.0.1 →
 //! testkit DC; failure handling, health and recovery, counters, hot reload.
-//! External servers missing: skipped with a notice, or a failure when `CI` is set.
+//! External servers missing: a failure naming them, unless `MTPROXYD_SKIP_EXTERNAL=1` opts out.
 
 #[path = "e2e/support.rs"]
 mod support;

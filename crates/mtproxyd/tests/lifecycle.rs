@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{check, eventually, start_fixture, start_on, usernames, BIN};
 use serde_json::json;
+use sha2::Digest as _;
 use testkit::{ConfigFixture, Daemon, HttpClient};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -100,31 +101,49 @@ async fn hand_edits_apply_without_restart_and_broken_edits_keep_the_old_config()
     assert!(info["last_config_reload_epoch_secs"].is_u64(), "{info}");
     let good_revision = info["config_hash"].as_str().unwrap().to_owned();
 
-    // Broken hand edit: reported, old config (and revision) kept.
-    std::fs::write(&r.config, "this is [not toml\n").unwrap();
-    let failed = eventually(WAIT, || {
-        let mut c = HttpClient::new(r.api);
-        async move {
-            let v = c.get("/v1/runtime/events/recent").await.ok()?.json().ok()?;
-            v["data"]["data"]["events"]
-                .as_array()?
-                .iter()
-                .any(|e| e["event_type"] == "config.reload.failed")
-                .then_some(())
-        }
-    })
-    .await;
-    assert!(
-        failed.is_some(),
-        "no reload failure event\n{}",
-        r.daemon.logs()
-    );
+    // Broken hand edit: reported, old config kept; the revision is the file's (DECISIONS #13).
+    let broken = b"this is [not toml\n";
+    std::fs::write(&r.config, broken).unwrap();
+    wait_for_reload_failures(&r, 1).await;
     assert_eq!(
         usernames(&mut c).await.unwrap(),
         vec!["alice".to_owned(), "bob".to_owned()]
     );
     let health = c.get("/v1/health").await.unwrap().json().unwrap();
-    assert_eq!(health["revision"], good_revision.as_str());
+    let broken_revision = hex::encode(sha2::Sha256::digest(broken));
+    assert_eq!(health["revision"], broken_revision.as_str());
+    let info = system_info(&mut c).await;
+    assert_eq!(info["config_hash"], broken_revision.as_str());
+    // Writes say the file on disk is invalid and where; a stale If-Match is still a conflict.
+    let r1 = c
+        .send_json("POST", "/v1/users", &json!({"username": "carol"}))
+        .await
+        .unwrap();
+    assert_eq!(r1.status, 503, "{}", r1.text());
+    let body = r1.json().unwrap();
+    assert_eq!(body["error"]["code"], "config_invalid_on_disk");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("config.toml"), "{message}");
+    let stale = [("If-Match", good_revision.as_str())];
+    let r2 = c
+        .request("PATCH", "/v1/users/alice", &stale, Some(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(r2.status, 409, "{}", r2.text());
+
+    // One bad secret makes the whole file invalid: nobody is dropped.
+    let good = f.render();
+    let bad_secret = good.replacen(&f.users[1].1, "nothex", 1);
+    assert_ne!(good, bad_secret);
+    std::fs::write(&r.config, &bad_secret).unwrap();
+    wait_for_reload_failures(&r, 2).await;
+    assert_eq!(
+        usernames(&mut c).await.unwrap(),
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+    let (valid, out) = check(&r.config);
+    assert!(!valid, "check accepted a bad secret: {out}");
+    assert!(out.contains("access.users.bob"), "{out}");
 
     // Fixing the file applies again.
     f.users.retain(|(n, _)| n != "bob");
@@ -307,6 +326,28 @@ async fn runtime_views_reflect_the_wired_runtime() {
     assert!(
         counted.is_some(),
         "client connection not counted\n{}",
+        r.daemon.logs()
+    );
+}
+
+/// Waits until the events ring holds `n` `config.reload.failed` events.
+async fn wait_for_reload_failures(r: &common::Running, n: usize) {
+    let seen = eventually(WAIT, || {
+        let mut c = HttpClient::new(r.api);
+        async move {
+            let v = c.get("/v1/runtime/events/recent").await.ok()?.json().ok()?;
+            let failures = v["data"]["data"]["events"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["event_type"] == "config.reload.failed")
+                .count();
+            (failures >= n).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "no reload failure event #{n}\n{}",
         r.daemon.logs()
     );
 }

@@ -53,7 +53,7 @@ fn list(state: &ApiState, snapshot: &ConfigSnapshot) -> Result<Response<ApiBody>
     let renderer = UserRenderer::new(&snapshot.config, state.runtime());
     success_with(
         StatusCode::OK,
-        &snapshot.revision,
+        &state.store().on_disk().revision,
         renderer.size_hint(),
         |buf| renderer.write_list(buf),
     )
@@ -64,7 +64,8 @@ fn get(
     snapshot: &ConfigSnapshot,
     u: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    render_one(state, snapshot, u, StatusCode::OK, false)
+    let revision = &state.store().on_disk().revision;
+    render_one(state, snapshot, revision, u, StatusCode::OK, false)
         .and_then(|found| found.ok_or_else(ApiError::user_not_found))
 }
 
@@ -73,13 +74,14 @@ fn get(
 fn render_one(
     state: &ApiState,
     snap: &ConfigSnapshot,
+    revision: &str,
     u: &str,
     status: StatusCode,
     with_secret: bool,
 ) -> Result<Option<Response<ApiBody>>, ApiError> {
     let renderer = UserRenderer::new(&snap.config, state.runtime());
     let mut found = false;
-    let resp = success_with(status, &snap.revision, 1024, |buf| {
+    let resp = success_with(status, revision, 1024, |buf| {
         found = if with_secret {
             renderer.write_with_secret(buf, u)?
         } else {
@@ -98,6 +100,6 @@ fn render_written(
     status: StatusCode,
     with_secret: bool,
 ) -> Result<Response<ApiBody>, ApiError> {
-    render_one(state, snap, u, status, with_secret)?
+    render_one(state, snap, &snap.revision, u, status, with_secret)?
         .ok_or_else(|| ApiError::internal("Written user missing from the new config"))
 }

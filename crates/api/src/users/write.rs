@@ -149,6 +149,7 @@ fn map_edit_error(e: EditError) -> ApiError {
         EditError::UserNotFound => ApiError::user_not_found(),
         EditError::LastUser => ApiError::last_user(),
         EditError::Invalid(msg) => ApiError::bad_request(msg),
+        e @ EditError::DiskInvalid(_) => ApiError::config_invalid_on_disk(e.to_string()),
         other => {
             tracing::error!(error = %other, "config write failed");
             ApiError::internal("Failed to write config")
@@ -184,7 +185,7 @@ fn refuse_invalid_username(
         return Ok(());
     }
     if let Some(expected) = expected {
-        if expected != state.store().current().revision {
+        if expected != state.store().on_disk().revision {
             return Err(ApiError::revision_conflict());
         }
     }

@@ -141,6 +141,9 @@ pub fn read_route(path: &str) -> Option<ReadRoute> {
 /// Everything a view may read.
 pub struct ViewContext<'a> {
     pub snapshot: &'a config::ConfigSnapshot,
+    /// The revision of the file on disk (differs from `snapshot.revision` while a hand edit
+    /// does not load: docs/DECISIONS.md #13).
+    pub revision: &'a str,
     pub runtime: &'a dyn Runtime,
     pub caches: &'a ViewCaches,
     /// Raw query string (without `?`), if any.

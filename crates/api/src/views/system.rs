@@ -60,7 +60,7 @@ pub(super) fn system_info(ctx: &ViewContext<'_>) -> SystemInfoData {
         process_started_at_epoch_secs: epoch_secs(ctx.runtime.process_started_at()),
         uptime_seconds: ctx.uptime_seconds(),
         config_path: ctx.snapshot.path.display().to_string(),
-        config_hash: ctx.snapshot.revision.clone(),
+        config_hash: ctx.revision.to_owned(),
         config_reload_count: reload.reload_count,
         last_config_reload_epoch_secs: reload.last_reload_epoch_secs,
     }

@@ -327,7 +327,7 @@ impl Censorship {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct Access {
-    /// username → secret. Entries whose secret is not 32 hex are skipped at load (warning).
+    /// username → secret. A secret that is not 32 hex makes the config invalid.
     #[serde(deserialize_with = "de::users")]
     pub users: BTreeMap<String, UserSecret>,
     #[serde(deserialize_with = "de::user_ad_tags")]

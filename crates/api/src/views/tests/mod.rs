@@ -138,6 +138,7 @@ pub(super) fn render_q(
     let snapshot = snapshot_of(cfg);
     let ctx = ViewContext {
         snapshot: &snapshot,
+        revision: &snapshot.revision,
         runtime: rt,
         caches,
         query,
