@@ -149,10 +149,63 @@ impl Drop for InFlight {
     }
 }
 
-/// A TCP stream that records when bytes last moved.
+/// A TCP stream that records when bytes last moved, and closes gently (see [`linger`]).
 struct TrackedStream {
-    inner: TcpStream,
+    /// Always `Some` until dropped.
+    inner: Option<TcpStream>,
     activity: Arc<Activity>,
+}
+
+impl TrackedStream {
+    fn stream(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        self.inner
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+/// Bytes and time a closing connection may still drain (see [`linger`]).
+const LINGER_BYTES: usize = 16 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Closing a socket with unread input makes the kernel send RST, and a client that is still
+/// writing its body (a 413 sent mid-upload, a rejected chunked stream) then loses the response
+/// we just sent. So when input is pending at close, the write side is shut (FIN after the
+/// response) and the input drained for a bounded time and size before the socket is closed,
+/// like a web server's lingering close.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 16 * 1024];
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while drained < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
+impl Drop for TrackedStream {
+    fn drop(&mut self) {
+        let Some(stream) = self.inner.take() else {
+            return;
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // Only a socket with input still queued needs the lingering close. Ask the kernel
+        // (tokio's readiness cache may not have seen the latest bytes yet); the socket is
+        // non-blocking, so this never waits.
+        let pending = socket2::SockRef::from(&stream).peek(&mut probe);
+        if matches!(pending, Ok(n) if n > 0) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(linger(stream));
+            }
+        }
+    }
 }
 
 impl AsyncRead for TrackedStream {
@@ -162,7 +215,7 @@ impl AsyncRead for TrackedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = self.stream()?.poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.touch();
         }
@@ -176,7 +229,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        let res = self.stream()?.poll_write(cx, data);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
@@ -189,7 +242,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let res = self.stream()?.poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
@@ -197,15 +250,15 @@ impl AsyncWrite for TrackedStream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.stream()?.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.stream()?.poll_shutdown(cx)
     }
 }
 
@@ -223,7 +276,7 @@ async fn serve_connection(
         in_flight: AtomicUsize::new(0),
     });
     let io = TokioIo::new(TrackedStream {
-        inner: stream,
+        inner: Some(stream),
         activity: activity.clone(),
     });
     let req_activity = activity.clone();
@@ -242,6 +295,9 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true)
+        // A client that half-closes after its request (`shutdown(SHUT_WR)`, `nc -N`) still
+        // gets the response: the write may already be applied.
+        .half_close(true)
         .serve_connection(io, svc);
     let mut conn = std::pin::pin!(conn);
     let tick = (opts.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));

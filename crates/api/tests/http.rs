@@ -525,3 +525,62 @@ async fn broken_chunked_framing_is_400_invalid_request_body() {
     assert!(text.contains("Invalid request body"), "{text}");
     srv.stop().await;
 }
+
+/// `nc -N` style clients shut their write side after the request: the response (success or
+/// conflict) must still arrive.
+#[tokio::test]
+async fn half_closed_requests_get_their_response() {
+    let f = Fixture::new("");
+    let srv = Server::start(&f, fast_opts()).await;
+    let send_half_closed = |raw: Vec<u8>| async move {
+        let mut s = TcpStream::connect(srv.addr).await.expect("connect");
+        s.write_all(&raw).await.expect("write");
+        s.shutdown().await.expect("shutdown(SHUT_WR)");
+        tokio::time::timeout(Duration::from_secs(10), read_response(&mut s))
+            .await
+            .expect("timely response")
+            .expect("response")
+    };
+    let r = send_half_closed(request("POST", "/v1/users", "", r#"{"username":"carol"}"#)).await;
+    assert_eq!(r.status, 201, "{}", r.head);
+    let r = send_half_closed(request(
+        "PATCH",
+        "/v1/users/carol",
+        "If-Match: stale\r\n",
+        "{}",
+    ))
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (409, "revision_conflict"));
+    assert!(f.file().contains("carol"));
+    srv.stop().await;
+}
+
+/// A client that writes its whole over-limit body before reading (what curl does with a
+/// small upload) must read the 413, not a connection reset.
+#[tokio::test]
+async fn over_limit_body_written_in_full_still_reads_413() {
+    let f = Fixture::new("");
+    let srv = Server::start(&f, fast_opts()).await;
+    let mut s = TcpStream::connect(srv.addr).await.expect("connect");
+    let mut raw =
+        b"POST /v1/users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    // 8 MiB: more than the socket buffers hold, so the write completes only if the server
+    // keeps reading after it answered.
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..128 {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(&chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    tokio::time::timeout(Duration::from_secs(10), s.write_all(&raw))
+        .await
+        .expect("the server drains what it will not parse")
+        .expect("whole body written");
+    let r = tokio::time::timeout(Duration::from_secs(10), read_response(&mut s))
+        .await
+        .expect("timely response")
+        .expect("a response, not a reset");
+    assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"));
+    srv.stop().await;
+}
