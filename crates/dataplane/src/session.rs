@@ -48,9 +48,9 @@ async fn read_proxy_header(
     }
 }
 
-/// Counts a refused connection; `detail` is a finer label for the log only.
+/// Counts a refused connection under its class; `detail` is a finer label for the log only.
 fn bad(inner: &Inner, peer: IpAddr, reason: RejectReason, detail: &'static str) {
-    inner.stats.inc_connections_bad();
+    inner.stats.inc_connections_bad_class(reason.label());
     tracing::debug!(%peer, %reason, detail, "bad client connection");
 }
 
@@ -119,9 +119,11 @@ pub(crate) async fn handle(
     };
     let auth = match outcome {
         Err(_) => {
+            // Also a bad connection (class `handshake_timeout`), so the per-class totals add
+            // up to `connections_bad_total`.
             inner.stats.inc_handshake_timeouts();
-            tracing::debug!(%peer, "client handshake timed out");
-            return;
+            let r = RejectReason::HandshakeTimeout;
+            return bad(&inner, peer.ip(), r, "client handshake timed out");
         }
         Ok(Err(rej)) => {
             bad(&inner, peer.ip(), rej.reason(), rej.detail());
@@ -195,4 +197,22 @@ pub(crate) async fn handle(
     tracing::debug!(%peer, user = %user.name, %end, "session ended");
     drop(route);
     drop(admitted);
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::RejectReason;
+
+    #[test]
+    fn every_reject_reason_has_its_own_stats_class() {
+        for r in RejectReason::ALL {
+            assert!(
+                stats::BadClassCounters::index_of(r.label()).is_some(),
+                "{} missing from stats::BAD_CLASSES",
+                r.label()
+            );
+        }
+        // The table holds exactly the reasons plus the catch-all.
+        assert_eq!(stats::BAD_CLASSES.len(), RejectReason::COUNT + 1);
+    }
 }

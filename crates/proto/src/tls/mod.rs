@@ -1,11 +1,10 @@
 //! Fake TLS ("ee" secrets, PROTOCOL.md §4).
 //!
 //! Owns: ClientHello detection, parsing and validation ([`hello`]), the
-//! ServerHello + ChangeCipherSpec + application-data response ([`server_hello`])
-//! the record layer after the handshake ([`record`]) and the streaming
-//! de-framer that turns client records into the obfuscated2 stream
-//! ([`deframe`]). Must not: read
-//! clocks (`now` is a parameter), draw randomness (random bytes are
+//! ServerHello + ChangeCipherSpec + application-data response ([`server_hello`]),
+//! the record layer after the handshake ([`record`]) and the streaming de-framer
+//! that turns client records into the obfuscated2 stream ([`deframe`]). Must
+//! not: read clocks (`now` is a parameter), draw randomness (random bytes are
 //! parameters) or do I/O.
 //!
 //! ```text
