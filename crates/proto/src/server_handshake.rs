@@ -220,20 +220,30 @@ impl<'a> ServerHandshake<'a> {
         self.fed
     }
 
+    /// Ends the handshake with a rejection.
+    fn rejection(
+        &mut self,
+        reason: RejectReason,
+        disposition: Disposition,
+        detail: &'static str,
+    ) -> Rejection {
+        self.state = State::Done;
+        self.buf = Vec::new();
+        Rejection {
+            reason,
+            disposition,
+            detail,
+            consumed: self.fed,
+        }
+    }
+
     fn reject(
         &mut self,
         reason: RejectReason,
         disposition: Disposition,
         detail: &'static str,
     ) -> Step {
-        self.state = State::Done;
-        self.buf = Vec::new();
-        Step::Reject(Rejection {
-            reason,
-            disposition,
-            detail,
-            consumed: self.fed,
-        })
+        Step::Reject(self.rejection(reason, disposition, detail))
     }
 
     fn mask(&mut self, reason: RejectReason) -> Step {
@@ -245,19 +255,12 @@ impl<'a> ServerHandshake<'a> {
     pub fn feed(&mut self, input: &[u8], now: Now, rng: &mut impl RandomSource) -> Step {
         self.fed = self.fed.saturating_add(input.len());
         match &mut self.state {
-            State::Done => {
-                return Step::Reject(Rejection {
-                    reason: RejectReason::InternalError,
-                    disposition: Disposition::Drop,
-                    detail: "handshake_already_finished",
-                    consumed: self.fed,
-                })
-            }
+            State::Done => return self.finished(),
             State::TlsInit {
                 deframer, payload, ..
             } => {
-                if let Err(step) = deframe_into(deframer, payload, input.to_vec()) {
-                    return self.mask_detail(step);
+                if let Err(e) = deframe_into(deframer, payload, input.to_vec()) {
+                    return self.mask_detail(e);
                 }
             }
             _ => self.buf.extend_from_slice(input),
@@ -269,6 +272,15 @@ impl<'a> ServerHandshake<'a> {
         self.reject(reason, Disposition::Mask, detail)
     }
 
+    /// Input after a terminal step: a driver bug, never the client's doing.
+    fn finished(&mut self) -> Step {
+        self.reject(
+            RejectReason::InternalError,
+            Disposition::Drop,
+            "handshake_already_finished",
+        )
+    }
+
     /// The client closed its side: the rejection naming what was cut short.
     pub fn eof(&mut self) -> Rejection {
         let reason = match self.state {
@@ -276,24 +288,18 @@ impl<'a> ServerHandshake<'a> {
             State::Hello { .. } => RejectReason::TlsHelloTruncated,
             State::PlainInit => RejectReason::Obfs2Truncated,
             State::Sent { .. } | State::TlsInit { .. } => RejectReason::TlsInitTruncated,
-            State::Done => RejectReason::InternalError,
+            State::Done => {
+                let r = RejectReason::InternalError;
+                return self.rejection(r, Disposition::Drop, "handshake_already_finished");
+            }
         };
-        match self.mask(reason) {
-            Step::Reject(r) => r,
-            // `mask` always rejects; keep the type total without a panic path.
-            _ => Rejection {
-                reason,
-                disposition: Disposition::Mask,
-                detail: reason.label(),
-                consumed: self.fed,
-            },
-        }
+        self.rejection(reason, Disposition::Mask, reason.label())
     }
 
     fn advance(&mut self, now: Now, rng: &mut impl RandomSource) -> Step {
         loop {
             match &mut self.state {
-                State::Done => return Step::NeedMore,
+                State::Done => return self.finished(),
                 State::Detect => {
                     let Some(first) = self.buf.get(..RECORD_HEADER_LEN) else {
                         return Step::NeedMore;

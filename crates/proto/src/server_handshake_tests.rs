@@ -452,6 +452,39 @@ fn feeding_after_a_decision_is_an_internal_error() {
         other => panic!("{other:?}"),
     }
     assert_eq!(hs.consumed(), 9);
+    let rej = hs.eof();
+    assert_eq!(
+        (rej.reason, rej.disposition),
+        (RejectReason::InternalError, Disposition::Drop)
+    );
+}
+
+#[test]
+fn replay_windows_follow_the_injected_clock() {
+    let mut env = Env::new();
+    let (plain, _) = plain_wire(1, 21, ProtoTag::Abridged, 3, b"");
+    let (tls, _) = tls_wire(2, 22, b"");
+    assert!(matches!(env.run(&plain, 64), Outcome::Accepted(..)));
+    assert!(matches!(env.run(&tls, 4096), Outcome::Accepted(..)));
+    env.now.mono += Duration::from_secs(119);
+    assert_reason(
+        env.run(&plain, 64),
+        RejectReason::Obfs2Replay,
+        Disposition::Mask,
+    );
+    assert_reason(
+        env.run(&tls, 4096),
+        RejectReason::TlsReplay,
+        Disposition::Mask,
+    );
+    // Past the obfuscated2 window (120 s) but inside the TLS one (240 s).
+    env.now.mono += Duration::from_secs(2);
+    assert!(matches!(env.run(&plain, 64), Outcome::Accepted(..)));
+    assert_reason(
+        env.run(&tls, 4096),
+        RejectReason::TlsReplay,
+        Disposition::Mask,
+    );
 }
 
 proptest! {
