@@ -236,3 +236,7 @@ pub(crate) async fn run(
         raw,
     })
 }
+
+#[cfg(test)]
+#[path = "handshake_tests.rs"]
+mod tests;
