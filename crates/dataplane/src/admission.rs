@@ -10,11 +10,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use proto::RejectReason;
 use stats::{Stats, UserSessionGuard};
 
 use crate::policy::{Policy, UserRuntime};
 
-/// Why a user's connection was refused (a bad-connection label).
+/// Why a user's connection was refused (counted under [`Refusal::reason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     Expired,
@@ -24,12 +25,13 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) fn label(self) -> &'static str {
+    /// Statistics class.
+    pub(crate) fn reason(self) -> RejectReason {
         match self {
-            Self::Expired => "user_expired",
-            Self::QuotaExhausted => "user_quota_exhausted",
-            Self::MaxTcpConns => "user_max_tcp_conns",
-            Self::UniqueIps => "user_max_unique_ips",
+            Self::Expired => RejectReason::UserExpired,
+            Self::QuotaExhausted => RejectReason::UserQuotaExhausted,
+            Self::MaxTcpConns => RejectReason::UserMaxTcpConns,
+            Self::UniqueIps => RejectReason::UserMaxUniqueIps,
         }
     }
 }

@@ -2,11 +2,12 @@
 //! §6.1–§6.2) and opening the proxy's own obfuscated2 link to it (§6.3).
 //!
 //! Owns: the built-in DC table, `[dc_overrides]`, `default_dc`, `[network]` family choice,
-//! and writing the 64-byte init (fast mode when `general.fast_mode`). The connect itself
+//! the set of DC indexes a client init may name (the handshake's matcher skips a candidate
+//! secret whose decrypted index is outside it), and writing the 64-byte init (fast mode when `general.fast_mode`). The connect itself
 //! (upstream choice, retries, timeouts) is `upstream`'s. Must not: relay bytes (see `relay`).
 
 use config::Config;
-use proto::{build_dc_init, CipherPair, FastModeKeys, ProtoTag};
+use proto::{build_dc_init, CipherPair, DcSet, FastModeKeys, ProtoTag};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -40,6 +41,11 @@ pub(crate) struct DcRouting {
     v6: bool,
     overrides: HashMap<i32, Vec<SocketAddr>>,
     default_dc: i32,
+    /// Indexes real clients send (`±1..=5`, `±203`, test DCs `±(10000 + n)`), every
+    /// `[dc_overrides]` key and `±default_dc`. Any other index would still be routed to
+    /// `default_dc`, but no real client sends one, so requiring membership costs nothing
+    /// and makes a wrong secret's chance tag match ~2700 times less likely to be accepted.
+    accepted: DcSet,
 }
 
 impl DcRouting {
@@ -63,13 +69,25 @@ impl DcRouting {
         }
         let n = &cfg.network;
         let v6 = n.ipv6 != Some(false);
+        let default_dc = cfg.default_dc.map_or(2, i32::from);
+        let extra = overrides
+            .keys()
+            .copied()
+            .chain([default_dc, -default_dc])
+            .filter_map(|k| i16::try_from(k).ok());
         Self {
             prefer_v6: n.prefer == 6 && v6,
             v4: n.ipv4,
             v6,
+            accepted: DcSet::standard().with(extra),
             overrides,
-            default_dc: cfg.default_dc.map_or(2, i32::from),
+            default_dc,
         }
+    }
+
+    /// DC indexes a client init may name.
+    pub(crate) fn accepted(&self) -> &DcSet {
+        &self.accepted
     }
 
     fn ordered(&self, mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
@@ -205,6 +223,9 @@ mod tests {
             vec!["127.0.0.1:8".parse().unwrap(), "[::1]:7".parse().unwrap()]
         );
         assert_eq!(r.targets(42), vec!["149.154.167.91:443".parse().unwrap()]);
+        let acc = r.accepted();
+        assert!(acc.contains(-2) && acc.contains(4) && acc.contains(-4) && acc.contains(203));
+        assert!(!acc.contains(42) && !acc.contains(0));
         let r = routing(&format!("[network]\nprefer = 6\nipv6 = true\n{base}"));
         assert_eq!(
             r.targets(1),

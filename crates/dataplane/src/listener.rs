@@ -105,7 +105,9 @@ pub(crate) async fn accept_loop(
                         _ => {
                             tracing::debug!(%peer, "max_connections reached; connection dropped");
                             inner.stats.inc_connections_total();
-                            inner.stats.inc_connections_bad();
+                            inner.stats.inc_connections_bad_class(
+                                proto::RejectReason::MaxConnections.label(),
+                            );
                             continue;
                         }
                     }

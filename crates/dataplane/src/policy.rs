@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use config::{Config, IpPolicyMode};
 use ipnet::IpNet;
 use proto::{
-    ReplayVerdict, ShardedReplayCache, TagSet, TlsPolicy, Transport, UserKey, UserTable,
-    OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN,
+    ShardedReplayCache, TagSet, TlsPolicy, Transport, UserKey, UserTable, OBFS_REPLAY_KEY_LEN,
+    TLS_REPLAY_KEY_LEN,
 };
 use stats::UniqueIpMode;
 use tokio::sync::watch;
@@ -228,16 +228,6 @@ impl ReplayCaches {
             self.tls.set_limits(capacity, tls);
             *p = (capacity, window_secs);
         }
-    }
-
-    /// Whether the obfuscated2 key was seen (remembers it otherwise).
-    pub(crate) fn obfs_replayed(&self, key: [u8; OBFS_REPLAY_KEY_LEN]) -> bool {
-        self.obfs.check_and_insert(key, Instant::now()) == ReplayVerdict::Replay
-    }
-
-    /// Whether the fake-TLS key was seen (remembers it otherwise).
-    pub(crate) fn tls_replayed(&self, key: [u8; TLS_REPLAY_KEY_LEN]) -> bool {
-        self.tls.check_and_insert(key, Instant::now()) == ReplayVerdict::Replay
     }
 }
 

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use proto::RejectReason;
 use tokio::net::TcpStream;
 
 use crate::admission;
@@ -25,7 +26,7 @@ type HeaderAddrs = Option<(SocketAddr, SocketAddr)>;
 async fn read_proxy_header(
     stream: &TcpStream,
     raw: &mut Vec<u8>,
-) -> Result<HeaderAddrs, &'static str> {
+) -> Result<HeaderAddrs, (RejectReason, &'static str)> {
     let mut chunk = [0u8; 256];
     loop {
         match proto::ProxyHeader::parse(raw) {
@@ -34,19 +35,23 @@ async fn read_proxy_header(
                 return Ok(header.addresses);
             }
             Ok(None) => {}
-            Err(e) => return Err(e.label()),
+            Err(e) => return Err((RejectReason::ProxyHeaderInvalid, e.label())),
         }
         // Bytes read past the header stay in `raw`, in order, for the handshake.
         match read_some(stream, &mut chunk).await {
-            Ok(0) | Err(_) => return Err("proxy_header_eof"),
+            Ok(0) | Err(_) => {
+                let r = RejectReason::ProxyHeaderEof;
+                return Err((r, r.label()));
+            }
             Ok(n) => raw.extend_from_slice(&chunk[..n]),
         }
     }
 }
 
-fn bad(inner: &Inner, peer: IpAddr, label: &'static str) {
-    inner.stats.inc_connections_bad();
-    tracing::debug!(%peer, reason = label, "bad client connection");
+/// Counts a refused connection under its class; `detail` is a finer label for the log only.
+fn bad(inner: &Inner, peer: IpAddr, reason: RejectReason, detail: &'static str) {
+    inner.stats.inc_connections_bad_class(reason.label());
+    tracing::debug!(%peer, %reason, detail, "bad client connection");
 }
 
 async fn mask(
@@ -83,7 +88,8 @@ pub(crate) async fn handle(
     let pp = &policy.proxy_protocol;
     if pp.enabled_for(&local) {
         if !pp.trusts(peer.ip()) {
-            return bad(&inner, peer.ip(), "proxy_header_untrusted_peer");
+            let r = RejectReason::ProxyHeaderUntrustedPeer;
+            return bad(&inner, peer.ip(), r, r.label());
         }
         let read = tokio::time::timeout(pp.header_timeout, read_proxy_header(&stream, &mut raw));
         match read.await {
@@ -94,8 +100,11 @@ pub(crate) async fn handle(
                     local = dst;
                 }
             }
-            Ok(Err(label)) => return bad(&inner, peer.ip(), label),
-            Err(_) => return bad(&inner, peer.ip(), "proxy_header_timeout"),
+            Ok(Err((reason, detail))) => return bad(&inner, peer.ip(), reason, detail),
+            Err(_) => {
+                let r = RejectReason::ProxyHeaderTimeout;
+                return bad(&inner, peer.ip(), r, r.label());
+            }
         }
     }
 
@@ -110,12 +119,14 @@ pub(crate) async fn handle(
     };
     let auth = match outcome {
         Err(_) => {
+            // Also a bad connection (class `handshake_timeout`), so the per-class totals add
+            // up to `connections_bad_total`.
             inner.stats.inc_handshake_timeouts();
-            tracing::debug!(%peer, "client handshake timed out");
-            return;
+            let r = RejectReason::HandshakeTimeout;
+            return bad(&inner, peer.ip(), r, "client handshake timed out");
         }
         Ok(Err(rej)) => {
-            bad(&inner, peer.ip(), rej.label());
+            bad(&inner, peer.ip(), rej.reason(), rej.detail());
             if let Rejected::Mask { raw, .. } = rej {
                 mask(&inner, &policy, stream, raw, peer, local).await;
             }
@@ -131,7 +142,8 @@ pub(crate) async fn handle(
         Ok(a) => a,
         Err(refusal) => {
             drop(close_rx);
-            bad(&inner, peer.ip(), refusal.label());
+            let r = refusal.reason();
+            bad(&inner, peer.ip(), r, r.label());
             mask(&inner, &policy, stream, auth.raw, peer, local).await;
             return;
         }
@@ -185,4 +197,22 @@ pub(crate) async fn handle(
     tracing::debug!(%peer, user = %user.name, %end, "session ended");
     drop(route);
     drop(admitted);
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::RejectReason;
+
+    #[test]
+    fn every_reject_reason_has_its_own_stats_class() {
+        for r in RejectReason::ALL {
+            assert!(
+                stats::BadClassCounters::index_of(r.label()).is_some(),
+                "{} missing from stats::BAD_CLASSES",
+                r.label()
+            );
+        }
+        // The table holds exactly the reasons plus the catch-all.
+        assert_eq!(stats::BAD_CLASSES.len(), RejectReason::COUNT + 1);
+    }
 }

@@ -220,6 +220,37 @@ async fn probes_end_at_the_mask_server() {
         Ok(_) => panic!("stale hello was served\n{}", logs(&s)),
     }
     assert!(s.mask.wait_received(4, 517, T).await.is_some());
+
+    // Each probe is counted under its own class.
+    let mut c = HttpClient::new(s.api);
+    let summary = wait_bad_total(&mut c, 5).await;
+    assert_eq!(
+        summary["connections_bad_by_class"],
+        serde_json::json!([
+            {"class": "obfs2_replay", "total": 1},
+            {"class": "tls_no_matching_secret", "total": 1},
+            {"class": "tls_replay", "total": 1},
+            {"class": "tls_stale_timestamp", "total": 1},
+            {"class": "tls_unknown_sni", "total": 1},
+        ]),
+        "{summary}"
+    );
+}
+
+/// Polls `/v1/stats/summary` until `connections_bad_total` is `want`; returns that summary.
+async fn wait_bad_total(c: &mut HttpClient, want: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let summary = api_data(c, "/v1/stats/summary").await;
+        if summary["connections_bad_total"] == want {
+            return summary;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bad connections not counted: {summary}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -354,29 +385,45 @@ async fn api_reports_the_real_traffic() {
     let summary = api_data(&mut c, "/v1/stats/summary").await;
     assert_eq!(summary["connections_total"], SESSIONS as u64, "{summary}");
     assert_eq!(summary["connections_bad_total"], 0, "{summary}");
+    assert_eq!(
+        summary["connections_bad_by_class"],
+        serde_json::json!([]),
+        "{summary}"
+    );
 
-    // A probe of random bytes is masked and counted as bad.
+    // A probe of random bytes is masked and counted as bad, under its class.
     let junk: Vec<u8> = (0..200u32).map(|i| (i * 31 + 5) as u8).collect();
     send_probe(s.proxy, &junk, Duration::from_secs(3), false)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let summary = api_data(&mut c, "/v1/stats/summary").await;
-        if summary["connections_bad_total"] == 1 {
-            assert_eq!(
-                summary["connections_total"],
-                SESSIONS as u64 + 1,
-                "{summary}"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "probe not counted: {summary}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let summary = wait_bad_total(&mut c, 1).await;
+    assert_eq!(
+        summary["connections_total"],
+        SESSIONS as u64 + 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["connections_bad_by_class"],
+        serde_json::json!([{"class": "obfs2_no_matching_secret", "total": 1}]),
+        "{summary}"
+    );
+    // A short HTTP request followed by FIN: too short for an init.
+    send_probe(
+        s.proxy,
+        b"GET / HTTP/1.1\r\n\r\n",
+        Duration::from_secs(3),
+        true,
+    )
+    .await
+    .unwrap();
+    let summary = wait_bad_total(&mut c, 2).await;
+    let expect = serde_json::json!([
+        {"class": "obfs2_no_matching_secret", "total": 1},
+        {"class": "obfs2_truncated", "total": 1},
+    ]);
+    assert_eq!(summary["connections_bad_by_class"], expect, "{summary}");
+    let zero = api_data(&mut c, "/v1/stats/zero/all").await;
+    assert_eq!(zero["core"]["connections_bad_by_class"], expect, "{zero}");
 
     // Closing the sessions empties the gauges; the IP stays in the recent window.
     drop(conns);

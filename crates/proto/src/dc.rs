@@ -13,6 +13,11 @@
 //!  5   149.154.171.5     2001:b28:f23f:f005::a
 //!  −N (media) shares row N; 203 (CDN) comes from dc_overrides
 //! ```
+//!
+//! Also owns [`DcSet`], the DC indexes an obfuscated2 init may carry for the
+//! multi-user matcher to accept it: a wrong secret decrypts `plain[56..64]` to
+//! noise, so requiring a routable index besides a valid tag cuts chance
+//! acceptances by the set's share of the 2^16 index space.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -51,9 +56,82 @@ pub fn dc_table_addr(dc: i16, ipv6: bool) -> Option<SocketAddr> {
     }
 }
 
+/// Offset tdlib adds to the index of a test-server DC (PROTOCOL.md §2.4, unverified).
+pub const TEST_DC_OFFSET: i16 = 10_000;
+
+/// The CDN DC real clients ask for (§6.1).
+pub const CDN_DC: i16 = 203;
+
+/// DC indexes a client init may name (sorted, deduplicated; membership is a binary search).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DcSet {
+    sorted: Vec<i16>,
+}
+
+impl Default for DcSet {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+impl DcSet {
+    /// What real clients send: `±1..=5`, `±203`, and the same plus [`TEST_DC_OFFSET`]
+    /// for test servers.
+    pub fn standard() -> Self {
+        let base = (1..=5).chain([CDN_DC]);
+        let with_test = base.flat_map(|d| [d, d + TEST_DC_OFFSET]);
+        Self::from_indexes(with_test.flat_map(|d| [d, -d]))
+    }
+
+    /// Exactly `indexes`.
+    pub fn from_indexes<I: IntoIterator<Item = i16>>(indexes: I) -> Self {
+        let mut sorted: Vec<i16> = indexes.into_iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        Self { sorted }
+    }
+
+    /// This set plus `indexes`.
+    pub fn with<I: IntoIterator<Item = i16>>(mut self, indexes: I) -> Self {
+        self.sorted.extend(indexes);
+        self.sorted.sort_unstable();
+        self.sorted.dedup();
+        self
+    }
+
+    /// Whether an init naming `dc` is acceptable.
+    pub fn contains(&self, dc: i16) -> bool {
+        self.sorted.binary_search(&dc).is_ok()
+    }
+
+    /// Number of indexes.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// True when no index is acceptable.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_set_covers_what_clients_send() {
+        let s = DcSet::standard();
+        for dc in [1, -1, 5, -5, 203, -203, 10_001, -10_005, 10_203] {
+            assert!(s.contains(dc), "{dc}");
+        }
+        for dc in [0, 6, -6, 999, 10_000, i16::MIN, i16::MAX] {
+            assert!(!s.contains(dc), "{dc}");
+        }
+        assert_eq!(s.len(), 24);
+        let s = s.with([42, 42, 7]);
+        assert!(s.contains(42) && s.contains(7) && s.len() == 26);
+    }
 
     #[test]
     fn table_rows() {

@@ -6,8 +6,9 @@
 //! protocol v1/v2, middle-proxy RPC packets / messages / KDF / CBC and the
 //! proxy-config text in [`me`], SOCKS4/5 upstream codecs in [`socks`], the
 //! DC table in [`dc`]; tg:// links are built by the API, which owns their host rules)
-//! and pure handshake helpers with time and randomness injected, plus the
-//! replay-cache primitive.
+//! and pure handshake helpers with time and randomness injected, the replay-cache
+//! primitive, the whole server-side client handshake as a state machine in
+//! [`server_handshake`] and the closed set of [`RejectReason`]s.
 //!
 //! Must not: depend on tokio, sockets, clocks or config. Callers pass `now`,
 //! random bytes ([`RandomSource`]) and policy values; every parser returns a
@@ -28,13 +29,16 @@ pub mod framing;
 pub mod me;
 pub mod obfs2;
 pub mod proxy_header;
+pub mod reject;
 pub mod replay;
+pub mod server_handshake;
 mod sha;
 pub mod socks;
 pub mod tls;
 pub mod users;
 
 pub use cipher::{AesCtr, CipherPair};
+pub use dc::DcSet;
 pub use framing::{
     encode_frame, encode_header, quick_ack_answer, Decoded, Frame, FrameDecoder, FrameError,
     FrameHeader, Framing, StreamSide,
@@ -45,10 +49,15 @@ pub use obfs2::{
     SealedInit, Secret, TagSet, Transport, INIT_LEN, SECRET_LEN,
 };
 pub use proxy_header::{ProxyError, ProxyHeader, ProxyVersion};
+pub use reject::{Disposition, RejectReason};
 pub use replay::{
     ReplayCache, ReplayVerdict, ShardedReplayCache, OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN,
 };
+pub use server_handshake::{
+    Accepted, HandshakeContext, Now, Rejection, ServerHandshake, Step, MAX_HANDSHAKE_BYTES,
+};
 pub use tls::client::{build_client_hello, ClientHelloError, ClientHelloParams};
+pub use tls::deframe::{Deframed, Deframer};
 pub use tls::hello::{
     parse_client_hello, Alpn, ClientHelloInfo, FakeTlsHello, HelloError, TimeWindow, TlsPolicy,
     UnknownSniAction,

@@ -27,7 +27,9 @@
 
 use aes::cipher::{BlockEncrypt, KeyInit};
 
+use crate::dc::DcSet;
 use crate::obfs2::{InitKeys, ObfuscatedInit, ProtoTag, Secret, TagSet, INIT_LEN};
+use crate::reject::RejectReason;
 use crate::sha::{self, HmacKeyState};
 use crate::CipherPair;
 
@@ -118,22 +120,28 @@ impl UserTable {
 
 /// Options of one matching attempt.
 #[derive(Clone, Copy, Debug)]
-pub struct MatchOptions {
+pub struct MatchOptions<'a> {
     /// User to try first (sticky per-IP hint, or the TLS-authenticated user).
     pub hint: Option<usize>,
     /// Tags the enabled modes admit for this transport (§3.5).
     pub allowed: TagSet,
     /// Upper bound on secrets tried (overload protection); `usize::MAX` = all.
     pub max_tries: usize,
+    /// DC indexes the caller can route; `None` accepts any. A candidate whose tag is valid
+    /// but whose DC is outside the set is "not this user" and matching goes on: a wrong
+    /// secret yields a valid tag with probability 3/2^32 per candidate, and a listed DC
+    /// only with the set's share of 2^16 on top.
+    pub dcs: Option<&'a DcSet>,
 }
 
-/// Why no user accepted an init (each variant is a bad-connection label).
+/// Why no user accepted an init (each variant is a bad-connection label; the class it is
+/// counted under is [`InitReject::reason`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InitReject {
     /// The user table is empty.
     #[error("no users configured")]
     NoUsers,
-    /// No secret decrypted the init to a known protocol tag.
+    /// No secret decrypted the init to a known protocol tag and an acceptable DC.
     #[error("no secret matches the obfuscated2 init")]
     NoMatchingSecret,
     /// A secret matched but its tag is not admitted by the enabled modes.
@@ -152,6 +160,18 @@ impl InitReject {
             Self::NoMatchingSecret => "obfs2_no_matching_secret",
             Self::TagNotAllowed(_) => "obfs2_tag_not_allowed",
             Self::TooManyCandidates(_) => "obfs2_too_many_candidates",
+        }
+    }
+
+    /// Statistics class.
+    pub const fn reason(&self) -> RejectReason {
+        match self {
+            Self::NoUsers => RejectReason::NoUsers,
+            // Giving up early is indistinguishable, to the client, from no match.
+            Self::NoMatchingSecret | Self::TooManyCandidates(_) => {
+                RejectReason::Obfs2NoMatchingSecret
+            }
+            Self::TagNotAllowed(_) => RejectReason::Obfs2TagNotAllowed,
         }
     }
 }
@@ -244,6 +264,7 @@ pub fn match_init(
             hint,
             allowed,
             max_tries: usize::MAX,
+            dcs: None,
         },
     )
 }
@@ -252,7 +273,7 @@ pub fn match_init(
 pub fn match_init_with(
     table: &UserTable,
     init: &ObfuscatedInit,
-    opts: MatchOptions,
+    opts: MatchOptions<'_>,
 ) -> Result<Matched, InitReject> {
     if table.is_empty() {
         return Err(InitReject::NoUsers);
@@ -289,6 +310,10 @@ pub fn match_init_with(
             let Some(tag) = ProtoTag::from_bytes([tail[0], tail[1], tail[2], tail[3]]) else {
                 continue;
             };
+            let dc = i16::from_le_bytes([tail[4], tail[5]]);
+            if opts.dcs.is_some_and(|set| !set.contains(dc)) {
+                continue;
+            }
             if !opts.allowed.contains(tag) {
                 disallowed = Some(tag);
                 continue;
@@ -298,7 +323,7 @@ pub fn match_init_with(
             return Ok(Matched {
                 user_index: idxs[k],
                 tag,
-                dc: i16::from_le_bytes([tail[4], tail[5]]),
+                dc,
                 keys,
                 ciphers,
                 replay_key: init.replay_key(),
@@ -359,6 +384,7 @@ mod tests {
             hint: None,
             allowed: TagSet::ALL,
             max_tries: 10,
+            dcs: None,
         };
         assert_eq!(
             match_init_with(&t, &init, opts).map(|m| m.user_index),
@@ -436,3 +462,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "users_dc_tests.rs"]
+mod dc_tests;

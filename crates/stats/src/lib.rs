@@ -6,6 +6,7 @@
 //! Must not: hold a lock across `.await`, allocate per packet, know about HTTP, sockets or the
 //! config file format. Hot-path updates are relaxed atomics on cached handles.
 
+mod bad;
 mod counter;
 mod events;
 mod ip;
@@ -18,6 +19,7 @@ mod zero;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use bad::{BadClassCounters, ClassCount, BAD_CLASSES, OTHER_CLASS};
 pub use counter::Counter;
 pub use events::{
     truncate_on_char_boundary, EventRecord, EventRing, DEFAULT_EVENT_CAPACITY, MAX_CONTEXT_BYTES,
@@ -45,6 +47,7 @@ pub enum Route {
 pub struct Stats {
     started_at: SystemTime,
     core: CoreCounters,
+    bad_classes: BadClassCounters,
     upstream: UpstreamCounters,
     middle_proxy: MiddleProxyCounters,
     handshake_codes: HandshakeCodes,
@@ -66,6 +69,7 @@ impl Stats {
         Arc::new(Self {
             started_at,
             core: CoreCounters::default(),
+            bad_classes: BadClassCounters::default(),
             upstream: UpstreamCounters::default(),
             middle_proxy: MiddleProxyCounters::default(),
             handshake_codes: HandshakeCodes::default(),
@@ -102,6 +106,12 @@ impl Stats {
     /// Core counters and live connection gauges.
     pub fn core(&self) -> CoreSnapshot {
         self.core.snapshot()
+    }
+
+    /// `connections_bad_by_class`: non-zero classes sorted by class. Their totals add up to
+    /// `connections_bad_total`.
+    pub fn bad_by_class(&self) -> Vec<ClassCount> {
+        self.bad_classes.rows()
     }
 
     /// `ZeroUpstreamData`.
@@ -180,10 +190,19 @@ impl Stats {
         self.core.connections_total.inc();
     }
 
-    /// One failed/invalid client connection.
+    /// One failed/invalid client connection of an unnamed class (counted as
+    /// [`OTHER_CLASS`]); the data plane uses [`Stats::inc_connections_bad_class`].
     #[inline]
     pub fn inc_connections_bad(&self) {
+        self.inc_connections_bad_class(OTHER_CLASS);
+    }
+
+    /// One failed/invalid client connection of `class` (a [`BAD_CLASSES`] label; anything
+    /// else is counted as [`OTHER_CLASS`]). Bumps `connections_bad_total` too.
+    #[inline]
+    pub fn inc_connections_bad_class(&self, class: &str) {
         self.core.connections_bad_total.inc();
+        self.bad_classes.inc(class);
     }
 
     /// One client handshake timeout.
@@ -265,6 +284,13 @@ mod tests {
         assert_eq!(c.connections_total, 2);
         assert_eq!(c.connections_bad_total, 1);
         assert_eq!(c.handshake_timeouts_total, 1);
+        s.inc_connections_bad_class("tls_replay");
+        assert_eq!(s.core().connections_bad_total, 2);
+        let rows = s.bad_by_class();
+        assert_eq!(
+            rows.iter().map(|r| (r.class, r.total)).collect::<Vec<_>>(),
+            [(OTHER_CLASS, 1), ("tls_replay", 1)]
+        );
         assert_eq!(c.current_connections_me, 1);
         assert_eq!(c.current_connections_direct, 2);
         assert_eq!(c.current_connections, 3);

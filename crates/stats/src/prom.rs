@@ -46,6 +46,20 @@ impl Stats {
             let _ = writeln!(out, "# TYPE mtproxyd_{name} {kind}");
             let _ = writeln!(out, "mtproxyd_{name} {value}");
         });
+        let classes = self.bad_by_class();
+        if !classes.is_empty() {
+            let _ = writeln!(
+                out,
+                "# TYPE mtproxyd_connections_bad_by_class_total counter"
+            );
+            for c in classes {
+                let _ = writeln!(
+                    out,
+                    "mtproxyd_connections_bad_by_class_total{{class=\"{}\"}} {}",
+                    c.class, c.total
+                );
+            }
+        }
         let codes = self.middle_proxy().handshake_error_codes;
         if !codes.is_empty() {
             let _ = writeln!(out, "# TYPE mtproxyd_me_handshake_error_code_total counter");
@@ -96,12 +110,14 @@ mod tests {
         s.inc_connections_total();
         let _g = s.open_route(Route::Direct);
         s.record_me_handshake_reject(-3);
+        s.inc_connections_bad_class("tls_replay");
         s.users().handle("a\"b").add_octets_to_client(9);
         let text = s.prometheus_text();
         assert!(text
             .contains("# TYPE mtproxyd_connections_total counter\nmtproxyd_connections_total 1\n"));
         assert!(text.contains("# TYPE mtproxyd_current_connections_direct gauge\nmtproxyd_current_connections_direct 1\n"));
         assert!(text.contains("mtproxyd_me_handshake_error_code_total{code=\"-3\"} 1\n"));
+        assert!(text.contains("mtproxyd_connections_bad_by_class_total{class=\"tls_replay\"} 1\n"));
         assert!(text.contains("mtproxyd_user_octets_to_client_total{user=\"a\\\"b\"} 9\n"));
         // Every sample line is `name[{labels}] value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

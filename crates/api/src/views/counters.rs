@@ -1,7 +1,7 @@
 //! Counter views: `/v1/stats/summary` and `/v1/stats/zero/all`.
 
 use serde::Serialize;
-use stats::{ZeroDesyncData, ZeroMiddleProxyData, ZeroPoolData, ZeroUpstreamData};
+use stats::{ClassCount, ZeroDesyncData, ZeroMiddleProxyData, ZeroPoolData, ZeroUpstreamData};
 
 use super::ViewContext;
 
@@ -10,6 +10,11 @@ pub struct SummaryData {
     pub uptime_seconds: f64,
     pub connections_total: u64,
     pub connections_bad_total: u64,
+    /// Bad connections by class (telemt `ClassCount[]`: `{"class", "total"}`), sorted by
+    /// class; classes with a zero total are omitted, so an idle proxy reports `[]`. Totals
+    /// add up to `connections_bad_total` (handshake timeouts included, class
+    /// `handshake_timeout`).
+    pub connections_bad_by_class: Vec<ClassCount>,
     pub handshake_timeouts_total: u64,
     pub configured_users: usize,
 }
@@ -20,6 +25,7 @@ pub(super) fn summary(ctx: &ViewContext<'_>) -> SummaryData {
         uptime_seconds: ctx.uptime_seconds(),
         connections_total: core.connections_total,
         connections_bad_total: core.connections_bad_total,
+        connections_bad_by_class: ctx.runtime.stats().bad_by_class(),
         handshake_timeouts_total: core.handshake_timeouts_total,
         configured_users: ctx.cfg().access.users.len(),
     }
@@ -30,6 +36,8 @@ pub struct ZeroCoreData {
     pub uptime_seconds: f64,
     pub connections_total: u64,
     pub connections_bad_total: u64,
+    /// Same rows as [`SummaryData::connections_bad_by_class`].
+    pub connections_bad_by_class: Vec<ClassCount>,
     pub handshake_timeouts_total: u64,
     pub configured_users: usize,
     pub telemetry_core_enabled: bool,
@@ -67,6 +75,7 @@ pub(super) fn zero_all(ctx: &ViewContext<'_>) -> ZeroAllData {
             uptime_seconds: ctx.uptime_seconds(),
             connections_total: core.connections_total,
             connections_bad_total: core.connections_bad_total,
+            connections_bad_by_class: stats.bad_by_class(),
             handshake_timeouts_total: core.handshake_timeouts_total,
             configured_users: ctx.cfg().access.users.len(),
             telemetry_core_enabled: telemetry.core_enabled,

@@ -45,6 +45,13 @@ async fn max_tcp_conns_per_user_and_global_default() {
     let b1 = assert_admitted(&h, a, 1).await;
     assert_refused(&h, a, 1, 1).await;
     assert_eq!(h.stats.core().connections_bad_total, 2);
+    let classes: Vec<_> = h
+        .stats
+        .bad_by_class()
+        .into_iter()
+        .map(|r| (r.class, r.total))
+        .collect();
+    assert_eq!(classes, [("user_max_tcp_conns", 2)]);
     drop(a1);
     h.wait_for("alice slot freed", |h| {
         h.stats

@@ -1,5 +1,6 @@
 //! Active probes end at the mask server with every byte they sent, see its reply, and count
-//! as bad connections; drop / discard / timeout / PROXY-protocol behaviour.
+//! as bad connections under their own class; drop / discard / timeout / PROXY-protocol
+//! behaviour.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +18,19 @@ fn now() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0)
+}
+
+/// The non-zero bad-connection classes, which must add up to `connections_bad_total`.
+fn classes(h: &Harness) -> Vec<(&'static str, u64)> {
+    let rows: Vec<_> = h
+        .stats
+        .bad_by_class()
+        .into_iter()
+        .map(|r| (r.class, r.total))
+        .collect();
+    let sum: u64 = rows.iter().map(|r| r.1).sum();
+    assert_eq!(sum, h.stats.core().connections_bad_total, "{rows:?}");
+    rows
 }
 
 /// Sends `bytes` (then FIN when `half_close`), expects the mask server to receive exactly
@@ -73,6 +87,18 @@ async fn probes_reach_the_mask_host_and_count_as_bad() {
     assert_eq!(core.connections_bad_total, 8);
     assert_eq!(core.connections_total, 10);
     assert_eq!(h.dc.counters().sessions, 2, "probes never reach the DC");
+    assert_eq!(
+        classes(&h),
+        [
+            ("obfs2_no_matching_secret", 2), // random bytes, long HTTP GET
+            ("obfs2_replay", 1),
+            ("obfs2_truncated", 1),        // short HTTP GET + FIN
+            ("tls_no_matching_secret", 1), // bad digest
+            ("tls_replay", 1),
+            ("tls_stale_timestamp", 1),
+            ("tls_unknown_sni", 1),
+        ]
+    );
 }
 
 use testkit::client::Mode;
@@ -102,6 +128,7 @@ async fn tls_only_masks_plain_traffic_at_once_and_drops_unknown_sni() {
     let conn = h.connect(tls_mode(), 1).await;
     drop(echo_roundtrip(conn.into_split(), &random(5000), 1000).await);
     assert_eq!(h.stats.core().connections_bad_total, 3);
+    assert_eq!(classes(&h), [("plain_disabled", 2), ("tls_unknown_sni", 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,6 +158,14 @@ async fn mask_off_discards_then_closes_and_handshake_times_out() {
         h.stats.core().handshake_timeouts_total == 1
     })
     .await;
+    h.wait_for("timeout classified", |h| {
+        h.stats.core().connections_bad_total == 2
+    })
+    .await;
+    assert_eq!(
+        classes(&h),
+        [("handshake_timeout", 1), ("obfs2_no_matching_secret", 1)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +190,10 @@ async fn proxy_protocol_header_sets_the_client_address() {
     assert!(out.closed && out.received.is_empty());
     assert_eq!(h.mask.connections().len(), 1);
     assert_eq!(h.stats.core().connections_bad_total, 2);
+    assert_eq!(
+        classes(&h),
+        [("obfs2_truncated", 1), ("proxy_header_invalid", 1)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,4 +209,5 @@ async fn untrusted_proxy_header_sender_is_refused() {
         .expect("probe");
     assert!(out.closed && out.received.is_empty());
     assert!(h.mask.connections().is_empty());
+    assert_eq!(classes(&h), [("proxy_header_untrusted_peer", 1)]);
 }

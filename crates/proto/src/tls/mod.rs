@@ -1,9 +1,10 @@
 //! Fake TLS ("ee" secrets, PROTOCOL.md §4).
 //!
 //! Owns: ClientHello detection, parsing and validation ([`hello`]), the
-//! ServerHello + ChangeCipherSpec + application-data response ([`server_hello`])
-//! and the record layer after the handshake ([`record`]). Must not: read
-//! clocks (`now` is a parameter), draw randomness (random bytes are
+//! ServerHello + ChangeCipherSpec + application-data response ([`server_hello`]),
+//! the record layer after the handshake ([`record`]) and the streaming de-framer
+//! that turns client records into the obfuscated2 stream ([`deframe`]). Must
+//! not: read clocks (`now` is a parameter), draw randomness (random bytes are
 //! parameters) or do I/O.
 //!
 //! ```text
@@ -20,6 +21,7 @@
 //! parse the de-framed stream, never record boundaries.
 
 pub mod client;
+pub mod deframe;
 pub mod hello;
 pub mod record;
 pub mod server_hello;

@@ -330,11 +330,20 @@ fn summary_counts_users_and_counters() {
     let rt = Fake::new();
     rt.stats.inc_connections_total();
     rt.stats.inc_connections_total();
-    rt.stats.inc_connections_bad();
+    rt.stats.inc_connections_bad_class("tls_stale_timestamp");
+    rt.stats.inc_connections_bad_class("eof_before_detection");
+    rt.stats.inc_connections_bad_class("tls_stale_timestamp");
     let base = cfg.access.users.len();
     let v = render_once(ReadRoute::StatsSummary, &cfg, &rt);
     assert_eq!(v["connections_total"], json!(2));
-    assert_eq!(v["connections_bad_total"], json!(1));
+    assert_eq!(v["connections_bad_total"], json!(3));
+    assert_eq!(
+        v["connections_bad_by_class"],
+        json!([
+            {"class": "eof_before_detection", "total": 1},
+            {"class": "tls_stale_timestamp", "total": 2}
+        ])
+    );
     assert_eq!(v["configured_users"], json!(base));
     let secret: config::UserSecret = "00112233445566778899aabbccddeeff".parse().expect("secret");
     cfg.access.users.insert("zed".into(), secret);

@@ -201,12 +201,14 @@ fn summary_and_zero_shapes() {
             "uptime_seconds",
             "connections_total",
             "connections_bad_total",
+            "connections_bad_by_class",
             "handshake_timeouts_total",
             "configured_users",
         ],
     );
     let (cfg, rt) = full();
     rt.stats.record_me_handshake_reject(-404);
+    rt.stats.inc_connections_bad_class("tls_replay");
     let v = render_once(ReadRoute::StatsZeroAll, &cfg, &rt);
     assert_keys(
         &v,
@@ -225,6 +227,7 @@ fn summary_and_zero_shapes() {
             "uptime_seconds",
             "connections_total",
             "connections_bad_total",
+            "connections_bad_by_class",
             "handshake_timeouts_total",
             "configured_users",
             "telemetry_core_enabled",
@@ -237,6 +240,10 @@ fn summary_and_zero_shapes() {
     assert_keys(
         &v["middle_proxy"]["handshake_error_codes"][0],
         &["code", "total"],
+    );
+    assert_keys(
+        &v["core"]["connections_bad_by_class"][0],
+        &["class", "total"],
     );
     assert_keys(&v["pool"], ZERO_POOL);
     assert_keys(&v["desync"], ZERO_DESYNC);
