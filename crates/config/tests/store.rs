@@ -2,6 +2,7 @@
 
 mod common;
 
+use sha2::Digest as _;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -242,8 +243,22 @@ fn bad_hand_edit_keeps_old_config_and_reports_once() {
     std::fs::write(&path, saved).unwrap();
     // An API write refuses to edit a broken file and does not overwrite it.
     let r = store.apply(None, UserEdit::Create(NewUser::new("b", secret(2))));
-    assert!(matches!(r, Err(EditError::Io(_))));
+    assert!(matches!(r, Err(EditError::DiskInvalid(_))), "{r:?}");
     assert_eq!(read(&path), "[access.users\nbroken");
+    // The revision reported is the broken file's; the running snapshot keeps its own.
+    let on_disk = store.on_disk();
+    assert_eq!(
+        on_disk.revision,
+        hex::encode(sha2::Sha256::digest(b"[access.users\nbroken"))
+    );
+    assert!(on_disk.invalid.is_some());
+    assert_eq!(store.current().revision, old.revision);
+    // A stale If-Match is a conflict, not "invalid file".
+    let r = store.apply(
+        Some(&old.revision),
+        UserEdit::Create(NewUser::new("b", secret(2))),
+    );
+    assert!(matches!(r, Err(EditError::RevisionConflict)), "{r:?}");
     // Fixing the file publishes again.
     std::fs::write(&path, minimal(&[("a", ALICE), ("c", BOB)])).unwrap();
     assert!(store.reload_from_disk().unwrap());

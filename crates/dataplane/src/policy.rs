@@ -398,6 +398,7 @@ impl Policy {
     }
 
     /// Index of `name` in `users` / `table` (binary search: the list is sorted by name).
+    #[cfg(test)]
     pub(crate) fn user_index(&self, name: &str) -> Option<usize> {
         self.users.binary_search_by(|u| (*u.name).cmp(name)).ok()
     }
