@@ -149,18 +149,6 @@ str_enum!(
     } default Normal
 );
 
-impl LogLevel {
-    /// The `tracing` filter directive for this level (telemt's mapping).
-    pub fn to_filter_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "trace",
-            LogLevel::Verbose => "debug",
-            LogLevel::Normal => "info",
-            LogLevel::Silent => "warn",
-        }
-    }
-}
-
 str_enum!(
     /// `general.telemetry.me_level`.
     MeTelemetryLevel { Silent => "silent", Normal => "normal", Debug => "debug" } default Normal
@@ -232,6 +220,6 @@ mod tests {
     fn enum_spellings() {
         assert_eq!(IpPolicyMode::TimeWindow.as_str(), "time_window");
         assert_eq!(MeWriterPickMode::default().as_str(), "p2c");
-        assert_eq!(LogLevel::Silent.to_filter_str(), "warn");
+        assert_eq!(LogLevel::Silent.as_str(), "silent");
     }
 }

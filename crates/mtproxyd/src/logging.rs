@@ -19,8 +19,29 @@ impl LogControl {
         if self.from_env {
             return;
         }
-        let _ = self.handle.reload(EnvFilter::new(level.to_filter_str()));
+        let _ = self.handle.reload(EnvFilter::new(filter_for(level)));
     }
+}
+
+/// The crates whose logs `general.log_level` controls.
+const OUR_CRATES: [&str; 6] = ["mtproxyd", "dataplane", "api", "config", "stats", "proto"];
+
+/// The filter for `general.log_level` (telemt's mapping: debug → trace, verbose → debug,
+/// normal → info, silent → warn), applied to our crates only. Dependencies stay at `warn`:
+/// their trace output is not what an operator asks for with `debug`, and with the log file in
+/// the config's directory the file watcher's own trace lines would feed themselves.
+fn filter_for(level: config::LogLevel) -> String {
+    let ours = match level {
+        config::LogLevel::Debug => "trace",
+        config::LogLevel::Verbose => "debug",
+        config::LogLevel::Normal => "info",
+        config::LogLevel::Silent => "warn",
+    };
+    let mut spec = String::from("warn");
+    for c in OUR_CRATES {
+        spec.push_str(&format!(",{c}={ours}"));
+    }
+    spec
 }
 
 /// Installs the global subscriber (once per process) starting at `info` (or `RUST_LOG`).
@@ -43,4 +64,27 @@ pub fn init() -> LogControl {
         )
         .try_init();
     LogControl { handle, from_env }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_for_our_crates_only() {
+        let f = filter_for(config::LogLevel::Debug);
+        assert!(f.starts_with("warn,"), "{f}");
+        assert!(
+            f.contains("dataplane=trace") && f.contains("config=trace"),
+            "{f}"
+        );
+        assert!(!f.contains("notify") && !f.contains("hyper"), "{f}");
+        assert!(EnvFilter::try_new(&f).is_ok());
+        assert_eq!(
+            filter_for(config::LogLevel::Silent)
+                .matches("=warn")
+                .count(),
+            6
+        );
+    }
 }
