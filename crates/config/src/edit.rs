@@ -286,7 +286,10 @@ pub(crate) fn apply_to_doc(doc: &mut DocumentMut, edit: &UserEdit) -> Result<(),
             })?;
         match w.value {
             None => {
-                tbl.remove(user);
+                // A table this edit empties goes too; one written empty by hand stays.
+                if tbl.remove(user).is_some() && tbl.is_empty() {
+                    access.remove(w.table);
+                }
             }
             Some(mut v) => match tbl.get_mut(user) {
                 // Keep the old value's surrounding whitespace and trailing comment.

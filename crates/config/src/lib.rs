@@ -18,7 +18,8 @@
 //! - Writes are surgical. Plain layouts (`[access.<table>]` headers, one `key = value` per line)
 //!   are edited by splicing the text at indexed offsets (fast: no re-serialisation); other
 //!   layouts go through a `toml_edit` document. Either way only the user's own keys change,
-//!   new per-user tables are placed after the last existing one, emptied tables stay. On the
+//!   new per-user tables are placed after the last existing one, a table an edit empties is
+//!   removed (one written empty by hand stays). On the
 //!   splice path a comment line above a deleted user's line stays; on the document path
 //!   `toml_edit` removes it together with the key.
 //! - `ConfigStore` listeners run synchronously under the mutation lock: they must not call

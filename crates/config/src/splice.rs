@@ -24,6 +24,8 @@ struct Entry {
 
 #[derive(Debug, Clone)]
 struct TableIdx {
+    /// The `[access.<table>]` header line, through its newline.
+    header: Range<usize>,
     entries: HashMap<String, Entry>,
     /// Where a new entry goes: the end of the last entry's line, or after the header line.
     insert_at: usize,
@@ -99,7 +101,12 @@ impl AccessIndex {
                     },
                 );
             }
-            *slot = Some(TableIdx { entries, insert_at });
+            let header = line_start(text, span.start)..line_end(text, span.start);
+            *slot = Some(TableIdx {
+                header,
+                entries,
+                insert_at,
+            });
         }
         tables[0].as_ref()?;
         Some(AccessIndex { tables })
@@ -114,6 +121,8 @@ impl AccessIndex {
         };
         for t in self.tables.iter_mut().flatten() {
             mv(&mut t.insert_at);
+            mv(&mut t.header.start);
+            mv(&mut t.header.end);
             for e in t.entries.values_mut() {
                 mv(&mut e.line.start);
                 mv(&mut e.line.end);
@@ -163,8 +172,12 @@ impl AccessIndex {
         if at > 0 && !text[..at].ends_with('\n') {
             block.push('\n');
         }
+        let mut header = 0..0;
         if new_table {
-            block.push_str(&format!("\n[access.{}]\n", USER_TABLES[ti]));
+            block.push('\n');
+            let h = format!("[access.{}]\n", USER_TABLES[ti]);
+            header = at + block.len()..at + block.len() + h.len();
+            block.push_str(&h);
         }
         let line_start = at + block.len();
         let key = key_repr(user);
@@ -175,6 +188,7 @@ impl AccessIndex {
         self.shift(at, false, block.len() as isize);
         text.insert_str(at, &block);
         let t = self.tables[ti].get_or_insert_with(|| TableIdx {
+            header,
             entries: HashMap::new(),
             insert_at: end,
         });
@@ -203,6 +217,15 @@ impl AccessIndex {
             }
         }
         self.splice(text, e.line, "");
+        // A table this edit emptied goes too (with the blank line we put before headers);
+        // one the operator wrote empty was never indexed with entries, so it stays.
+        if let Some(t) = self.tables[ti].take_if(|t| t.entries.is_empty()) {
+            let mut start = t.header.start;
+            if text[..start].ends_with("\n\n") {
+                start -= 1;
+            }
+            self.splice(text, start..t.header.end, "");
+        }
     }
 
     /// Applies `edit` to `text` (the caller checked existence and the last-user rule).

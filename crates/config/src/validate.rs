@@ -369,15 +369,52 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
         4,
         "general.me_writer_pick_sample_size",
     )?;
-    if let Some(h) = &g.links.public_host {
-        ensure(!h.chars().any(|c| c.is_whitespace() || c == '/'), || {
-            format!("general.links.public_host must be a host name or IP, got {h:?}")
-        })?;
+    if let Some(h) = g.links.public_host.as_deref().map(str::trim) {
+        if let Some(why) = link_host_problem(h) {
+            return Err(invalid(format!(
+                "general.links.public_host must be a host name or IP, got {h:?}: {why}"
+            )));
+        }
     }
     if let Some(p) = g.links.public_port {
         nonzero(p.into(), "general.links.public_port")?;
     }
     Ok(())
+}
+
+/// Why `h` cannot be the host of a tg:// link (`server=` takes a bare host; the port is a
+/// separate parameter), or `None` when it can. Empty means "not set".
+fn link_host_problem(h: &str) -> Option<&'static str> {
+    if h.is_empty() {
+        return None;
+    }
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
+    if bare.contains('%') {
+        return Some("a zoned IPv6 address (fe80::1%eth0) is only meaningful on this machine");
+    }
+    if bare.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    if h.starts_with('[') || h.contains("]:") {
+        return Some("not an IPv6 literal, or a port is attached (set general.links.public_port)");
+    }
+    if h.contains(':') {
+        return Some("a port cannot be part of the host (set general.links.public_port)");
+    }
+    let name = h.strip_suffix('.').unwrap_or(h);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Some("host names are letters, digits, '-' and '.' (at most 253 characters)");
+    }
+    None
 }
 
 fn check_server(cfg: &Config) -> Result<(), ConfigError> {

@@ -323,6 +323,10 @@ const RULES: &[(&str, &str)] = &[
     ("[general]\nproxy_config_v4_cache_path = \"\"\n", "general.proxy_config_v4_cache_path cannot be empty when provided"),
     ("[general.modes]\ntls = false\n", "general.modes: at least one of classic, secure, tls must be enabled"),
     ("[general.links]\npublic_host = \"a/b\"\n", "general.links.public_host must be a host name or IP"),
+    ("[general.links]\npublic_host = \"proxy.example.com:8443\"\n", "a port cannot be part of the host (set general.links.public_port)"),
+    ("[general.links]\npublic_host = \"[2001:db8::1]:443\"\n", "a port is attached"),
+    ("[general.links]\npublic_host = \"fe80::1%eth0\"\n", "zoned IPv6"),
+    ("[general.links]\npublic_host = \"-bad-.example\"\n", "host names are letters, digits"),
     ("[general.links]\nshow = \"all\"\n", "general.links.show must be \"*\" or a list of usernames"),
     ("[general]\nlog_level = \"loud\"\n", "unknown variant `loud`"),
     ("[timeouts]\nclient_handshake = 0\n", "timeouts.client_handshake must be > 0"),
@@ -381,4 +385,20 @@ fn every_validation_rule_names_its_key() {
     );
     let e = parse_str("[access\n").unwrap_err();
     assert!(matches!(e, ConfigError::Parse(_)), "{e}");
+}
+
+#[test]
+fn link_hosts_that_are_accepted() {
+    for host in [
+        "proxy.example.com",
+        "proxy.example.com.",
+        "203.0.113.7",
+        "2001:db8::5",
+        "[2001:db8::5]",
+        "xn--80ak6aa92e.example",
+        "",
+    ] {
+        let text = format!("[general.links]\npublic_host = \"{host}\"\n{}", base());
+        assert!(parse_str(&text).is_ok(), "{host} refused");
+    }
 }

@@ -77,7 +77,7 @@ fn create_with_new_tables_places_them_after_the_access_tables() {
 
 #[test]
 fn patch_set_and_clear_touch_only_that_value() {
-    for_both(|orig, path, store, _| {
+    for_both(|orig, path, store, with_include| {
         let patch = UserPatch {
             max_tcp_conns: FieldPatch::Set(7),
             ..Default::default()
@@ -109,10 +109,20 @@ fn patch_set_and_clear_touch_only_that_value() {
                 },
             )
             .unwrap();
-        assert_eq!(read(path), orig.replace("alice = 5 # five\n", ""));
+        // The table this edit emptied goes; everything else stays.
+        let cleared = read(path);
+        assert!(
+            !cleared.contains("[access.user_max_tcp_conns]"),
+            "{cleared}"
+        );
+        if !with_include {
+            assert_eq!(
+                cleared,
+                orig.replace("[access.user_max_tcp_conns]\nalice = 5 # five\n", "")
+            );
+        }
         assert_eq!(snap.config.access.effective_max_tcp_conns("alice"), None);
-        // The emptied table and its comment stay.
-        assert!(read(path).contains("# per-user limits\n[access.user_max_tcp_conns]\n"));
+        assert_eq!(*snap.config, config::load_file(path).unwrap().config);
 
         // Clearing a value that is not set changes nothing and creates no table.
         let patch = UserPatch {
@@ -128,9 +138,9 @@ fn patch_set_and_clear_touch_only_that_value() {
                 },
             )
             .unwrap();
-        assert_eq!(read(path), orig.replace("alice = 5 # five\n", ""));
+        assert_eq!(read(path), cleared);
 
-        // Setting into the emptied table refills it in place.
+        // Setting the value again writes a new table.
         let patch = UserPatch {
             max_tcp_conns: FieldPatch::Set(1),
             ..Default::default()
@@ -144,7 +154,8 @@ fn patch_set_and_clear_touch_only_that_value() {
                 },
             )
             .unwrap();
-        assert_eq!(read(path), orig.replace("alice = 5 # five\n", "bob = 1\n"));
+        assert!(read(path).contains("[access.user_max_tcp_conns]\nbob = 1\n"));
+        assert_eq!(snap.config.access.effective_max_tcp_conns("bob"), Some(1));
         assert_eq!(*snap.config, config::load_file(path).unwrap().config);
     });
 }
@@ -183,7 +194,7 @@ fn delete_removes_the_user_from_every_table_only() {
         );
         assert!(!snap.config.access.users.contains_key("bob"));
 
-        // Deleting alice also empties [access.user_max_tcp_conns]; comments/headers survive.
+        // Deleting alice also empties [access.user_max_tcp_conns], which goes with her.
         store
             .apply(None, UserEdit::Create(NewUser::new("erin", secret(5))))
             .unwrap();
@@ -198,7 +209,7 @@ fn delete_removes_the_user_from_every_table_only() {
         let text = read(path);
         assert!(!text.contains("alice"), "{text}");
         assert!(text.contains("[access.users] # people"));
-        assert!(text.contains("# per-user limits\n[access.user_max_tcp_conns]\n"));
+        assert!(!text.contains("[access.user_max_tcp_conns]"), "{text}");
         assert!(text.contains("use_middle_proxy = false   # direct only"));
         assert_eq!(text.contains("include = \"extra.toml\""), with_include);
         if !with_include {
@@ -209,5 +220,26 @@ fn delete_removes_the_user_from_every_table_only() {
             );
         }
         assert_eq!(*snap.config, config::load_file(path).unwrap().config);
+    });
+}
+
+#[test]
+fn a_table_written_empty_by_hand_stays() {
+    for_both(|orig, path, store, _| {
+        // Add an empty table by hand, then delete a user: only the API's own keys move.
+        let with_empty = format!("{orig}\n[access.user_data_quota]\n");
+        std::fs::write(path, &with_empty).unwrap();
+        store.reload_from_disk().unwrap();
+        store
+            .apply(
+                None,
+                UserEdit::Delete {
+                    username: "bob".into(),
+                },
+            )
+            .unwrap();
+        let text = read(path);
+        assert!(text.contains("[access.user_data_quota]\n"), "{text}");
+        assert!(!text.contains("bob"), "{text}");
     });
 }
