@@ -1,6 +1,7 @@
 //! Route and method matching for the routes the core owns (users). Matching is on the exact
 //! raw path (no trailing-slash trimming, no percent-decoding; the query is not part of
-//! `Uri::path`) — DECISIONS #4.
+//! `Uri::path`) — DECISIONS #4. The lifecycle routes added after the contract (`enable`,
+//! `disable`, `reset-quota`) also match with one trailing slash, as telemt 3.4 does.
 
 use http::Method;
 
@@ -11,6 +12,21 @@ const USERS_PREFIX: &str = "/v1/users/";
 const STATS_USERS: &str = "/v1/stats/users";
 const ROTATE_SUFFIX: &str = "/rotate-secret";
 
+/// Lifecycle actions: `POST /v1/users/{u}/<action>` (a trailing `/` is accepted).
+const ACTIONS: [(&str, UserAction); 3] = [
+    ("/enable", UserAction::Enable),
+    ("/disable", UserAction::Disable),
+    ("/reset-quota", UserAction::ResetQuota),
+];
+
+/// A lifecycle action on one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAction {
+    Enable,
+    Disable,
+    ResetQuota,
+}
+
 /// A matched users route. Borrowed usernames come straight from the raw path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserRoute<'a> {
@@ -20,6 +36,7 @@ pub enum UserRoute<'a> {
     Patch(&'a str),
     Delete(&'a str),
     RotateSecret(&'a str),
+    Action(&'a str, UserAction),
 }
 
 impl UserRoute<'_> {
@@ -27,7 +44,11 @@ impl UserRoute<'_> {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Self::Create | Self::Patch(_) | Self::Delete(_) | Self::RotateSecret(_)
+            Self::Create
+                | Self::Patch(_)
+                | Self::Delete(_)
+                | Self::RotateSecret(_)
+                | Self::Action(..)
         )
     }
 }
@@ -70,6 +91,15 @@ pub fn match_users<'a>(method: &Method, path: &'a str) -> Matched<'a> {
             Method::POST => Matched::Route(UserRoute::RotateSecret(user)),
             _ => Matched::Refused(ApiError::route_not_found()),
         };
+    }
+    let trimmed = rest.strip_suffix('/').unwrap_or(rest);
+    for (suffix, action) in ACTIONS {
+        if let Some(user) = trimmed.strip_suffix(suffix).and_then(user_segment) {
+            return match *method {
+                Method::POST => Matched::Route(UserRoute::Action(user, action)),
+                _ => Matched::Refused(ApiError::route_not_found()),
+            };
+        }
     }
     let Some(user) = user_segment(rest) else {
         return Matched::Refused(ApiError::route_not_found());
@@ -186,6 +216,37 @@ mod tests {
             match_users(&Method::GET, "/v1/users/rotate-secret"),
             Matched::Route(UserRoute::Get("rotate-secret"))
         );
+    }
+
+    #[test]
+    fn lifecycle_actions() {
+        for (path, action) in [
+            ("/v1/users/a/enable", UserAction::Enable),
+            ("/v1/users/a/disable/", UserAction::Disable),
+            ("/v1/users/a/reset-quota", UserAction::ResetQuota),
+            ("/v1/users/a/reset-quota/", UserAction::ResetQuota),
+        ] {
+            assert_eq!(
+                match_users(&Method::POST, path),
+                Matched::Route(UserRoute::Action("a", action)),
+                "{path}"
+            );
+            assert_eq!(status(Method::GET, path), Some(StatusCode::NOT_FOUND));
+        }
+        assert_eq!(
+            status(Method::POST, "/v1/users//enable"),
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            status(Method::POST, "/v1/users/a/enable//"),
+            Some(StatusCode::NOT_FOUND)
+        );
+        // A user literally named "enable" keeps its plain route.
+        assert_eq!(
+            match_users(&Method::GET, "/v1/users/enable"),
+            Matched::Route(UserRoute::Get("enable"))
+        );
+        assert!(UserRoute::Action("a", UserAction::ResetQuota).is_mutating());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Buf;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body::Body;
 
 use crate::envelope::{error_response, success_response, ApiBody, ApiError};
@@ -115,7 +115,8 @@ impl ApiService {
                     now: SystemTime::now(),
                 };
                 let data = render(route, &ctx);
-                success_response(StatusCode::OK, &data, &on_disk.revision)
+                let status = crate::views::status_of(route, &data);
+                success_response(status, &data, &on_disk.revision)
             }
         }
     }

@@ -1,5 +1,5 @@
 //! User edits: the request types, and their surgical application to the TOML document (only the
-//! affected user's keys in the six `access.*` tables change) and to the in-memory model.
+//! affected user's keys in the seven `access.*` per-user tables change) and to the in-memory model.
 
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
@@ -47,6 +47,8 @@ pub struct NewUser {
     pub expiration: Option<OffsetDateTime>,
     pub data_quota_bytes: Option<u64>,
     pub max_unique_ips: Option<usize>,
+    /// `false` writes a disabled override.
+    pub enabled: bool,
 }
 
 impl NewUser {
@@ -60,6 +62,7 @@ impl NewUser {
             expiration: None,
             data_quota_bytes: None,
             max_unique_ips: None,
+            enabled: true,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct UserPatch {
     pub expiration: FieldPatch<OffsetDateTime>,
     pub data_quota_bytes: FieldPatch<u64>,
     pub max_unique_ips: FieldPatch<usize>,
+    /// `Some(false)` disables the user; `Some(true)` removes the override (enabled).
+    pub enabled: Option<bool>,
 }
 
 /// Why an edit was refused. Maps to HTTP: 409 / 409 / 404 / 409 / 400 / 500.
@@ -180,6 +185,12 @@ pub(crate) fn writes_for(edit: &UserEdit) -> Result<Vec<FieldWrite>, EditError> 
                     value: Some(int_value(v as u64, "max_unique_ips")?),
                 });
             }
+            if !n.enabled {
+                w.push(FieldWrite {
+                    table: "user_enabled",
+                    value: Some(Value::from(false)),
+                });
+            }
         }
         UserEdit::Patch { patch, .. } => {
             if let Some(s) = patch.secret {
@@ -209,6 +220,13 @@ pub(crate) fn writes_for(edit: &UserEdit) -> Result<Vec<FieldWrite>, EditError> 
                 &patch.max_unique_ips,
                 |v| int_value(*v as u64, "max_unique_ips"),
             )?);
+            if let Some(on) = patch.enabled {
+                // Only the disabled state is written: enabled is the default.
+                w.push(FieldWrite {
+                    table: "user_enabled",
+                    value: (!on).then(|| Value::from(false)),
+                });
+            }
         }
         UserEdit::Delete { .. } => {
             for table in USER_TABLES {
@@ -225,14 +243,15 @@ pub(crate) fn writes_for(edit: &UserEdit) -> Result<Vec<FieldWrite>, EditError> 
     Ok(w)
 }
 
-/// The six per-user tables under `[access]`.
-pub const USER_TABLES: [&str; 6] = [
+/// The per-user tables under `[access]`.
+pub const USER_TABLES: [&str; 7] = [
     "users",
     "user_ad_tags",
     "user_max_tcp_conns",
     "user_expirations",
     "user_data_quota",
     "user_max_unique_ips",
+    "user_enabled",
 ];
 
 /// Is `user` present in the document's own (main-file) `access.users`?
@@ -345,7 +364,10 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
                 a.user_data_quota.insert(user.clone(), v);
             }
             if let Some(v) = n.max_unique_ips {
-                a.user_max_unique_ips.insert(user, v);
+                a.user_max_unique_ips.insert(user.clone(), v);
+            }
+            if !n.enabled {
+                a.user_enabled.insert(user, false);
             }
         }
         UserEdit::Patch { patch, .. } => {
@@ -361,6 +383,15 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
             set_or_clear(&mut a.user_expirations, &user, &exp);
             set_or_clear(&mut a.user_data_quota, &user, &patch.data_quota_bytes);
             set_or_clear(&mut a.user_max_unique_ips, &user, &patch.max_unique_ips);
+            match patch.enabled {
+                Some(false) => {
+                    a.user_enabled.insert(user, false);
+                }
+                Some(true) => {
+                    a.user_enabled.remove(&user);
+                }
+                None => {}
+            }
         }
         UserEdit::Delete { .. } => {
             a.users.remove(&user);
@@ -369,6 +400,7 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
             a.user_expirations.remove(&user);
             a.user_data_quota.remove(&user);
             a.user_max_unique_ips.remove(&user);
+            a.user_enabled.remove(&user);
         }
         UserEdit::RotateSecret { secret, .. } => {
             a.users.insert(user, *secret);

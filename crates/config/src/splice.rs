@@ -2,7 +2,7 @@
 //! by a span-preserving TOML parse and then kept up to date across our own edits. This avoids
 //! re-serialising a whole `toml_edit` document (milliseconds for 10,000 users) on every write.
 //!
-//! Only plain layouts qualify: each of the six `access.*` tables that exists is a `[header]`
+//! Only plain layouts qualify: each per-user `access.*` table that exists is a `[header]`
 //! table whose entries are `key = value` lines of their own. Anything else (inline tables,
 //! dotted keys, several entries on one line, `include` lines) makes `AccessIndex::build` return
 //! `None` and the store falls back to the `toml_edit` document path.
@@ -31,10 +31,10 @@ struct TableIdx {
     insert_at: usize,
 }
 
-/// Byte positions of the six per-user tables in the main file's text.
+/// Byte positions of the per-user tables in the main file's text.
 #[derive(Debug, Clone)]
 pub(crate) struct AccessIndex {
-    tables: [Option<TableIdx>; 6],
+    tables: [Option<TableIdx>; USER_TABLES.len()],
 }
 
 fn line_start(text: &str, at: usize) -> usize {
@@ -69,7 +69,7 @@ impl AccessIndex {
             Item::Table(t) if !t.is_dotted() => t,
             _ => return None,
         };
-        let mut tables: [Option<TableIdx>; 6] = Default::default();
+        let mut tables: [Option<TableIdx>; USER_TABLES.len()] = Default::default();
         for (slot, name) in tables.iter_mut().zip(USER_TABLES) {
             let Some(item) = access.get(name) else {
                 continue;

@@ -428,6 +428,19 @@ impl DataplaneHandle {
         self.inner.upstreams.bnd()
     }
 
+    /// Resets `username`'s quota counter to zero and persists it at once (the state file is
+    /// flushed in the background). Returns the reset time in Unix seconds.
+    pub fn reset_user_quota(&self, username: &str) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.inner.stats.users().handle(username).reset_quota(now);
+        let counters = Arc::clone(&self.counters);
+        tokio::spawn(async move { counters.flush_async().await });
+        tracing::info!(user = username, "quota counter reset");
+        now
+    }
+
     /// Connection tasks alive (handshaking, masked or relaying).
     pub fn live_connections(&self) -> usize {
         self.inner.live.get()

@@ -266,8 +266,19 @@ impl Policy {
         );
         for (name, secret) in &a.users {
             while let Some(gone) = old.next_if(|u| &*u.name < name.as_str()) {
-                removed.push(Arc::clone(&gone.name));
+                if !a.users.contains_key(&*gone.name) {
+                    removed.push(Arc::clone(&gone.name));
+                }
                 to_close.push(Arc::clone(gone));
+            }
+            if !a.user_enabled(name) {
+                // A disabled user is not matched at all: its clients take the mask path like
+                // any unknown client, and its live sessions are closed (the entry is gone
+                // from the policy). Its secret, limits and counters stay.
+                if let Some(was) = old.next_if(|u| &*u.name == name.as_str()) {
+                    to_close.push(Arc::clone(was));
+                }
+                continue;
             }
             let user = match old.next_if(|u| &*u.name == name.as_str()) {
                 Some(u) if u.secret == secret.0 => Arc::clone(u),
@@ -287,7 +298,9 @@ impl Policy {
             users.push(user);
         }
         for gone in old {
-            removed.push(Arc::clone(&gone.name));
+            if !a.users.contains_key(&*gone.name) {
+                removed.push(Arc::clone(&gone.name));
+            }
             to_close.push(Arc::clone(gone));
         }
         let table = UserTable::from_keys(users.iter().map(|u| u.key));

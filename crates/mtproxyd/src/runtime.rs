@@ -139,6 +139,10 @@ impl Runtime for RuntimeHandle {
         }
     }
 
+    fn reset_user_quota(&self, username: &str) -> u64 {
+        self.dataplane.reset_user_quota(username)
+    }
+
     fn build_info(&self) -> api::runtime::BuildInfo {
         crate::BUILD_INFO
     }

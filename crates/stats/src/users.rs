@@ -20,9 +20,22 @@ pub struct UserStats {
     octets_from_client: Counter,
     octets_to_client: Counter,
     quota_used_bytes: Counter,
+    /// Unix seconds of the last quota reset; 0 = never.
+    last_quota_reset: Counter,
 }
 
 impl UserStats {
+    /// Sets the quota counter back to zero (an operator's reset), remembering when.
+    pub fn reset_quota(&self, now_epoch_secs: u64) {
+        self.quota_used_bytes.set(0);
+        self.last_quota_reset.set(now_epoch_secs);
+    }
+
+    /// Unix seconds of the last quota reset (0 = never).
+    pub fn last_quota_reset_epoch_secs(&self) -> u64 {
+        self.last_quota_reset.get()
+    }
+
     /// Counts `n` octets read from the client (client → proxy). Also counts towards the quota.
     #[inline]
     pub fn add_octets_from_client(&self, n: u64) {
@@ -82,6 +95,7 @@ impl UserStats {
         self.octets_from_client.set(saved.octets_from_client);
         self.octets_to_client.set(saved.octets_to_client);
         self.quota_used_bytes.set(saved.quota_used_bytes);
+        self.last_quota_reset.set(saved.last_quota_reset_epoch_secs);
     }
 }
 
@@ -139,6 +153,8 @@ pub(crate) struct PersistedUser {
     pub octets_to_client: u64,
     #[serde(default)]
     pub quota_used_bytes: u64,
+    #[serde(default)]
+    pub last_quota_reset_epoch_secs: u64,
 }
 
 /// All users' counters.
@@ -263,6 +279,7 @@ impl UserRegistry {
                     octets_from_client: s.octets_from_client,
                     octets_to_client: s.octets_to_client,
                     quota_used_bytes: s.quota_used_bytes,
+                    last_quota_reset_epoch_secs: u.last_quota_reset_epoch_secs(),
                 };
                 (row != PersistedUser::default()).then(|| (name.clone(), row))
             })

@@ -1,9 +1,10 @@
 //! The `Runtime` port: everything the control plane may ask of the running proxy.
 //!
 //! The API never reaches into the data plane directly; it asks this trait for plain-data
-//! snapshots. It has no verbs with runtime effects: what a config write does to the running
-//! proxy (closing sessions of a deleted or re-keyed user, forgetting its counters) is done by
-//! the data plane's config-publish hook, before the write returns to the handler. The snapshot types here carry raw runtime facts (writer rows, floor
+//! snapshots. Its one verb is a counter reset (runtime state, not config). What a config write
+//! does to the running proxy (closing sessions of a deleted, disabled or re-keyed user,
+//! forgetting its counters) is done by the data plane's config-publish hook, before the write
+//! returns to the handler. The snapshot types here carry raw runtime facts (writer rows, floor
 //! bounds, health flags, timestamps); derived figures (coverage, percentages, ages, summaries)
 //! are computed by `crate::views`, so an implementation only has to copy its state out.
 //! This module must not depend on hyper or on the views.
@@ -74,6 +75,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn process_started_at(&self) -> SystemTime;
     /// Config reload counters (from `config::ConfigStore::reload_stats`).
     fn config_reload_stats(&self) -> ReloadStats;
+    /// Resets a configured user's quota counter to zero and persists it; returns the reset time
+    /// in Unix seconds. Not a config change: counters are runtime state.
+    fn reset_user_quota(&self, username: &str) -> u64;
     /// Build metadata of the binary (none by default, e.g. in tests).
     fn build_info(&self) -> BuildInfo {
         BuildInfo::default()

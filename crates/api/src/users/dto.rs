@@ -28,6 +28,9 @@ pub struct CreateUserRequest {
     pub data_quota_bytes: Option<u64>,
     #[serde(default)]
     pub max_unique_ips: Option<usize>,
+    /// Missing = enabled; `false` creates the user disabled (telemt 3.4).
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// `PATCH /v1/users/{u}` body: outer `None` = absent (keep), `Some(None)` = `null` (clear),
@@ -46,6 +49,9 @@ pub struct PatchUserRequest {
     pub data_quota_bytes: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     pub max_unique_ips: Option<Option<usize>>,
+    /// `false` disables; `true` or `null` enables (removes the override) — telemt 3.4.
+    #[serde(default, deserialize_with = "present")]
+    pub enabled: Option<Option<bool>>,
 }
 
 /// `POST /v1/users/{u}/rotate-secret` body (the body itself is optional).
@@ -78,6 +84,10 @@ pub struct UserLinks {
 #[serde(deny_unknown_fields)]
 pub struct UserInfo {
     pub username: String,
+    /// `false` while `access.user_enabled` disables the user.
+    pub enabled: bool,
+    /// Whether the running proxy applies this entry (always, once a write has returned).
+    pub in_runtime: bool,
     pub user_ad_tag: Option<String>,
     pub max_tcp_conns: Option<usize>,
     pub expiration_rfc3339: Option<String>,
@@ -147,6 +157,7 @@ impl CreateUserRequest {
             expiration,
             data_quota_bytes: self.data_quota_bytes,
             max_unique_ips: self.max_unique_ips,
+            enabled: self.enabled.unwrap_or(true),
         })
     }
 }
@@ -177,6 +188,7 @@ impl PatchUserRequest {
             expiration: field(self.expiration_rfc3339, |s| parse_expiration(&s))?,
             data_quota_bytes: field(self.data_quota_bytes, Ok)?,
             max_unique_ips: field(self.max_unique_ips, Ok)?,
+            enabled: self.enabled.map(|v| v.unwrap_or(true)),
         })
     }
 }

@@ -148,6 +148,13 @@ impl<'a> UserRenderer<'a> {
 
         buf.extend_from_slice(b"{\"username\":");
         push_json(buf, u)?;
+        buf.extend_from_slice(if access.user_enabled(u) {
+            b",\"enabled\":true"
+        } else {
+            b",\"enabled\":false"
+        });
+        // Config writes are applied before they return, so the runtime always has the entry.
+        buf.extend_from_slice(b",\"in_runtime\":true");
         buf.extend_from_slice(b",\"user_ad_tag\":");
         match access.user_ad_tags.get(u) {
             Some(tag) => {

@@ -1,4 +1,5 @@
-//! Users endpoints: list/get (read) and create/patch/delete/rotate-secret (write).
+//! Users endpoints: list/get (read) and create/patch/delete/rotate-secret, enable/disable and
+//! reset-quota (write).
 //!
 //! Write path (DECISIONS #12, #18): read_only gate → body (limit, JSON) → validation (400) →
 //! `ConfigStore::apply` on a blocking thread (If-Match → existence → last-user → surgical write
@@ -20,7 +21,7 @@ use http::{Response, StatusCode};
 use http_body::Body;
 
 use crate::envelope::{success_with, ApiBody, ApiError};
-use crate::routes::UserRoute;
+use crate::routes::{UserAction, UserRoute};
 use crate::state::ApiState;
 
 use info::UserRenderer;
@@ -45,6 +46,9 @@ where
         UserRoute::Patch(u) => write::Op::Patch(u.to_owned()),
         UserRoute::Delete(u) => write::Op::Delete(u.to_owned()),
         UserRoute::RotateSecret(u) => write::Op::RotateSecret(u.to_owned()),
+        UserRoute::Action(u, UserAction::Enable) => write::Op::SetEnabled(u.to_owned(), true),
+        UserRoute::Action(u, UserAction::Disable) => write::Op::SetEnabled(u.to_owned(), false),
+        UserRoute::Action(u, UserAction::ResetQuota) => write::Op::ResetQuota(u.to_owned()),
     };
     write::mutate(state, snapshot, op, parts, body, body_timeout).await
 }

@@ -25,6 +25,10 @@ pub(super) enum Op {
     Patch(String),
     Delete(String),
     RotateSecret(String),
+    /// `enable` (true) / `disable` (false): a patch of `access.user_enabled`.
+    SetEnabled(String, bool),
+    /// Not a config edit: the user's quota counter goes back to zero.
+    ResetQuota(String),
 }
 
 impl Op {
@@ -35,6 +39,9 @@ impl Op {
             Op::Patch(_) => "patch",
             Op::Delete(_) => "delete",
             Op::RotateSecret(_) => "rotate_secret",
+            Op::SetEnabled(_, true) => "enable",
+            Op::SetEnabled(_, false) => "disable",
+            Op::ResetQuota(_) => "reset_quota",
         }
     }
 
@@ -42,7 +49,11 @@ impl Op {
     fn user(&self) -> &str {
         match self {
             Op::Create => "",
-            Op::Patch(u) | Op::Delete(u) | Op::RotateSecret(u) => u,
+            Op::Patch(u)
+            | Op::Delete(u)
+            | Op::RotateSecret(u)
+            | Op::SetEnabled(u, _)
+            | Op::ResetQuota(u) => u,
         }
     }
 }
@@ -83,8 +94,8 @@ where
             return Err(ApiError::read_only());
         }
         match op {
-            // DELETE has no body contract: whatever was sent is not read.
-            Op::Delete(_) => Ok(Bytes::new()),
+            // These have no body contract: whatever was sent is not read.
+            Op::Delete(_) | Op::SetEnabled(..) | Op::ResetQuota(_) => Ok(Bytes::new()),
             _ => read_body(snapshot, parts, body, body_timeout).await,
         }
     }
@@ -137,6 +148,8 @@ async fn commit(
         Op::Patch(u) => patch(&state, &u, &bytes, expected).await,
         Op::Delete(u) => delete(&state, &u, expected).await,
         Op::RotateSecret(u) => rotate(&state, &u, &bytes, expected).await,
+        Op::SetEnabled(u, on) => set_enabled(&state, &u, on, expected).await,
+        Op::ResetQuota(u) => reset_quota(&state, &u, expected),
     };
     record(&state, name, &user, res.as_ref().err());
     res
@@ -254,4 +267,54 @@ async fn rotate(
     };
     let snap = apply(state, expected, edit).await?;
     render_written(state, &snap, u, StatusCode::OK, true)
+}
+
+async fn set_enabled(
+    state: &ApiState,
+    u: &str,
+    on: bool,
+    expected: Option<String>,
+) -> Result<Response<ApiBody>, ApiError> {
+    refuse_invalid_username(state, expected.as_deref(), u)?;
+    let patch = config::UserPatch {
+        enabled: Some(on),
+        ..Default::default()
+    };
+    let edit = UserEdit::Patch {
+        username: u.to_owned(),
+        patch,
+    };
+    let snap = apply(state, expected, edit).await?;
+    render_written(state, &snap, u, StatusCode::OK, false)
+}
+
+/// `ResetUserQuotaResponse` (telemt 3.4).
+#[derive(serde::Serialize)]
+struct ResetQuotaResponse<'a> {
+    username: &'a str,
+    used_bytes: u64,
+    last_reset_epoch_secs: u64,
+}
+
+fn reset_quota(
+    state: &ApiState,
+    u: &str,
+    expected: Option<String>,
+) -> Result<Response<ApiBody>, ApiError> {
+    let on_disk = state.store().on_disk();
+    if let Some(want) = expected.as_deref() {
+        if want.trim().trim_matches('"') != on_disk.revision {
+            return Err(ApiError::revision_conflict());
+        }
+    }
+    if !state.store().current().config.access.users.contains_key(u) {
+        return Err(ApiError::user_not_found());
+    }
+    let at = state.runtime().reset_user_quota(u);
+    let body = ResetQuotaResponse {
+        username: u,
+        used_bytes: 0,
+        last_reset_epoch_secs: at,
+    };
+    success_response(StatusCode::OK, &body, &on_disk.revision)
 }

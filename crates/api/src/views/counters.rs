@@ -88,3 +88,27 @@ pub(super) fn zero_all(ctx: &ViewContext<'_>) -> ZeroAllData {
         desync: stats.desync(),
     }
 }
+
+/// `UserActiveIps` (telemt 3.4): a user with at least one active source IP.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserActiveIps {
+    pub username: String,
+    pub active_ips: Vec<std::net::IpAddr>,
+}
+
+/// Configured users that have live source IPs, sorted by username.
+pub(super) fn users_active_ips(ctx: &ViewContext<'_>) -> Vec<UserActiveIps> {
+    let ips = ctx.runtime.stats().ips();
+    ctx.cfg()
+        .access
+        .users
+        .keys()
+        .filter_map(|u| {
+            let active_ips = ips.active_ips(u);
+            (!active_ips.is_empty()).then(|| UserActiveIps {
+                username: u.clone(),
+                active_ips,
+            })
+        })
+        .collect()
+}

@@ -59,6 +59,7 @@ pub(crate) const SOURCE_UNAVAILABLE: &str = "source_unavailable";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadRoute {
     Health,
+    HealthReady,
     SystemInfo,
     RuntimeGates,
     RuntimeInitialization,
@@ -78,11 +79,12 @@ pub enum ReadRoute {
     RuntimeMeSelftest,
     RuntimeConnectionsSummary,
     RuntimeEventsRecent,
+    StatsUsersActiveIps,
 }
 
 impl ReadRoute {
-    /// Every route, in API.md's endpoint-matrix order.
-    pub const ALL: [ReadRoute; 20] = [
+    /// Every route, in API.md's endpoint-matrix order (then telemt 3.4's additions).
+    pub const ALL: [ReadRoute; 22] = [
         ReadRoute::Health,
         ReadRoute::SystemInfo,
         ReadRoute::RuntimeGates,
@@ -103,12 +105,16 @@ impl ReadRoute {
         ReadRoute::RuntimeMeSelftest,
         ReadRoute::RuntimeConnectionsSummary,
         ReadRoute::RuntimeEventsRecent,
+        ReadRoute::HealthReady,
+        ReadRoute::StatsUsersActiveIps,
     ];
 
     /// The exact path of this route.
     pub fn path(self) -> &'static str {
         match self {
             ReadRoute::Health => "/v1/health",
+            ReadRoute::HealthReady => "/v1/health/ready",
+            ReadRoute::StatsUsersActiveIps => "/v1/stats/users/active-ips",
             ReadRoute::SystemInfo => "/v1/system/info",
             ReadRoute::RuntimeGates => "/v1/runtime/gates",
             ReadRoute::RuntimeInitialization => "/v1/runtime/initialization",
@@ -173,6 +179,8 @@ impl ViewContext<'_> {
 pub fn render(route: ReadRoute, ctx: &ViewContext<'_>) -> Value {
     match route {
         ReadRoute::Health => to_json(&system::health(ctx)),
+        ReadRoute::HealthReady => to_json(&system::health_ready(ctx)),
+        ReadRoute::StatsUsersActiveIps => to_json(&counters::users_active_ips(ctx)),
         ReadRoute::SystemInfo => to_json(&system::system_info(ctx)),
         ReadRoute::RuntimeGates => to_json(&system::gates(ctx)),
         ReadRoute::RuntimeInitialization => to_json(&system::initialization(ctx)),
@@ -192,6 +200,16 @@ pub fn render(route: ReadRoute, ctx: &ViewContext<'_>) -> Value {
         ReadRoute::RuntimeMeSelftest => to_json(&selftest::me_selftest(ctx)),
         ReadRoute::RuntimeConnectionsSummary => to_json(&edge::connections_summary(ctx)),
         ReadRoute::RuntimeEventsRecent => to_json(&edge::events_recent(ctx)),
+    }
+}
+
+/// The HTTP status of a rendered view: `/v1/health/ready` answers 503 while not ready (its
+/// body is the same success envelope, so probes and panels both get the reasons).
+pub fn status_of(route: ReadRoute, data: &Value) -> http::StatusCode {
+    if route == ReadRoute::HealthReady && data.get("ready") == Some(&Value::Bool(false)) {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        http::StatusCode::OK
     }
 }
 

@@ -19,6 +19,47 @@ pub(super) fn health(ctx: &ViewContext<'_>) -> HealthData {
     }
 }
 
+/// `HealthReadyData` (telemt 3.4): ready = admission open and at least one healthy upstream.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReadyData {
+    pub ready: bool,
+    pub status: &'static str,
+    /// `admission_closed` or `no_healthy_upstreams` when not ready.
+    pub reason: Option<&'static str>,
+    pub admission_open: bool,
+    pub healthy_upstreams: usize,
+    pub total_upstreams: usize,
+}
+
+pub(super) fn health_ready(ctx: &ViewContext<'_>) -> HealthReadyData {
+    let admission_open = ctx.runtime.gates().accepting_new_connections;
+    // The upstream snapshot is a try-lock; a probe must not flap on a momentary contention.
+    let rows = (0..3).find_map(|_| ctx.runtime.upstreams());
+    let (healthy, total) = rows.map_or((0, 0), |s| {
+        let healthy = s.upstreams.iter().filter(|u| u.healthy).count();
+        (healthy, s.upstreams.len())
+    });
+    let reason = if !admission_open {
+        Some("admission_closed")
+    } else if healthy == 0 {
+        Some("no_healthy_upstreams")
+    } else {
+        None
+    };
+    HealthReadyData {
+        ready: reason.is_none(),
+        status: if reason.is_none() {
+            "ready"
+        } else {
+            "not_ready"
+        },
+        reason,
+        admission_open,
+        healthy_upstreams: healthy,
+        total_upstreams: total,
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemInfoData {
     pub version: &'static str,

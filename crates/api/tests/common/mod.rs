@@ -65,6 +65,13 @@ impl Runtime for FakeRuntime {
     fn config_reload_stats(&self) -> ReloadStats {
         ReloadStats::default()
     }
+    fn reset_user_quota(&self, username: &str) -> u64 {
+        self.stats
+            .users()
+            .handle(username)
+            .reset_quota(1_800_000_000);
+        1_800_000_000
+    }
 }
 
 /// Config text with two users, API enabled, given `[server.api]` extra lines.

@@ -337,6 +337,8 @@ pub struct Access {
     pub user_expirations: BTreeMap<String, OffsetDateTime>,
     pub user_data_quota: BTreeMap<String, u64>,
     pub user_max_unique_ips: BTreeMap<String, usize>,
+    /// `false` disables a user (secret and limits kept; new clients are masked). Missing = on.
+    pub user_enabled: BTreeMap<String, bool>,
     /// Default per-user TCP connection cap; 0 = none.
     pub user_max_tcp_conns_global_each: usize,
     /// Default per-user unique-IP cap; 0 = none.
@@ -357,6 +359,7 @@ impl Default for Access {
             user_expirations: BTreeMap::new(),
             user_data_quota: BTreeMap::new(),
             user_max_unique_ips: BTreeMap::new(),
+            user_enabled: BTreeMap::new(),
             user_max_tcp_conns_global_each: 0,
             user_max_unique_ips_global_each: 0,
             user_max_unique_ips_mode: IpPolicyMode::ActiveWindow,
@@ -377,6 +380,11 @@ pub fn effective_cap(per_user: Option<usize>, global_each: usize) -> Option<usiz
 }
 
 impl Access {
+    /// Whether `user` is enabled (an entry `false` in `access.user_enabled` disables it).
+    pub fn user_enabled(&self, user: &str) -> bool {
+        self.user_enabled.get(user).copied().unwrap_or(true)
+    }
+
     /// Effective per-user TCP cap, see [`effective_cap`].
     pub fn effective_max_tcp_conns(&self, user: &str) -> Option<usize> {
         effective_cap(

@@ -95,6 +95,46 @@ async fn data_quota_cuts_the_session_and_refuses_new_ones() {
     assert_refused(&h, h.addr(), 0, 0).await;
     // Bob has no quota.
     drop(assert_admitted(&h, h.addr(), 1).await);
+    // An operator's reset re-admits alice at once and is remembered.
+    let at = h.dp.reset_user_quota("alice");
+    assert!(at > 0);
+    let alice = h.stats.users().existing("alice").expect("stats");
+    assert_eq!(alice.last_quota_reset_epoch_secs(), at);
+    drop(assert_admitted(&h, h.addr(), 0).await);
+}
+
+/// Disabling keeps the user's entry but takes it out of matching: the live session is cut and
+/// new clients end at the mask host like unknown ones; enabling restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_user_is_masked_and_re_enabled_relays_again() {
+    let h = Harness::start(Cfg::default()).await;
+    let (mut rd, _wr) = assert_admitted(&h, h.addr(), 0).await;
+    let set = |on: bool| {
+        let store = std::sync::Arc::clone(&h.store);
+        tokio::task::spawn_blocking(move || {
+            let patch = config::UserPatch {
+                enabled: Some(on),
+                ..Default::default()
+            };
+            store.apply(
+                None,
+                config::UserEdit::Patch {
+                    username: "alice".into(),
+                    patch,
+                },
+            )
+        })
+    };
+    set(false).await.expect("join").expect("disable");
+    rd.wait_eof().await.expect("live session closed on disable");
+    let bad_before = h.stats.core().connections_bad_total;
+    assert_refused(&h, h.addr(), 0, 0).await;
+    assert!(h.stats.core().connections_bad_total > bad_before);
+    // Her counters survive a disable (only a delete forgets them).
+    assert!(h.stats.users().existing("alice").is_some());
+    drop(assert_admitted(&h, h.addr(), 1).await);
+    set(true).await.expect("join").expect("enable");
+    drop(assert_admitted(&h, h.addr(), 0).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,10 @@ impl Runtime for Fake {
     fn config_reload_stats(&self) -> ReloadStats {
         self.reload
     }
+    fn reset_user_quota(&self, username: &str) -> u64 {
+        self.stats.users().handle(username).reset_quota(1);
+        1
+    }
 }
 
 /// Default config with both runtime features on (tests switch them off as needed).
