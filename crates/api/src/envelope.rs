@@ -24,6 +24,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: Cow<'static, str>,
+    /// The `Allow` header of a 405 (the users routes' methods unless set).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -36,6 +38,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -89,6 +92,19 @@ impl ApiError {
             "method_not_allowed",
             "Method not allowed for this route",
         )
+    }
+
+    /// 405 on a route whose methods are `allow`.
+    pub fn method_not_allowed_for(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::method_not_allowed()
+        }
+    }
+
+    /// 400 `access_not_editable` / `section_not_editable` (`PATCH /v1/config`).
+    pub fn not_editable(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn read_only() -> Self {
@@ -179,8 +195,10 @@ pub fn error_response(request_id: u64, err: &ApiError) -> Response<ApiBody> {
     });
     let mut resp = json_response(err.status, body);
     if err.status == StatusCode::METHOD_NOT_ALLOWED {
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, PATCH, DELETE"));
+        resp.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_static(err.allow.unwrap_or("GET, PATCH, DELETE")),
+        );
     }
     resp
 }

@@ -8,6 +8,7 @@
 //! config file other than through `config::ConfigStore::apply`, keep process-wide statics.
 
 pub mod body;
+pub mod config_routes;
 pub mod envelope;
 pub mod gates;
 pub mod links;

@@ -85,6 +85,16 @@ impl ApiService {
             return Err(ApiError::unauthorized());
         }
         let (parts, body) = req.into_parts();
+        if parts.uri.path() == crate::config_routes::PATH {
+            return crate::config_routes::handle(
+                &self.state,
+                &snapshot,
+                &parts,
+                body,
+                self.body_timeout,
+            )
+            .await;
+        }
         match match_users(&parts.method, parts.uri.path()) {
             Matched::Route(route) => {
                 users::handle(

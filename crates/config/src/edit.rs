@@ -103,6 +103,12 @@ pub enum EditError {
     LastUser,
     #[error("{0}")]
     Invalid(String),
+    /// `PATCH /v1/config` named `access` (users are edited through the users routes).
+    #[error("the access section is managed through the users API")]
+    AccessNotEditable,
+    /// `PATCH /v1/config` named a section that cannot be edited over HTTP.
+    #[error("section `{0}` cannot be edited through the API (editable: general, timeouts, censorship, upstreams, show_link, dc_overrides)")]
+    SectionNotEditable(String),
     /// The file on disk does not load (a broken hand edit): nothing can be edited until it is
     /// fixed by hand; the running config stays in force.
     #[error("the config file on disk is invalid ({0}); fix it by hand, the running config stays in force")]

@@ -33,6 +33,7 @@ mod fsio;
 pub mod load;
 pub mod model;
 mod retire;
+pub mod sections;
 mod splice;
 pub mod ss_url;
 mod store;

@@ -405,29 +405,7 @@ impl ConfigStore {
         }
         let mut disk = self.disk.lock();
         for _ in 0..MAX_REAPPLY {
-            // Pick up a hand edit that landed since we last looked (cheap when unchanged).
-            if self.file_changed(&disk) {
-                if let Err(e) = self.reload_locked(&mut disk) {
-                    // A stale If-Match is a conflict whatever the file holds (it names bytes
-                    // that are gone); otherwise the broken file blocks every edit.
-                    if let Some(want) = if_match {
-                        if want.trim().trim_matches('"') != self.on_disk().revision {
-                            return Err(EditError::RevisionConflict);
-                        }
-                    }
-                    return Err(EditError::DiskInvalid(format!(
-                        "{}: {e}",
-                        self.path.display()
-                    )));
-                }
-            }
-            let cur = self.current();
-            if let Some(want) = if_match {
-                // DECISIONS #14: surrounding whitespace and double quotes are not significant.
-                if want.trim().trim_matches('"') != cur.revision {
-                    return Err(EditError::RevisionConflict);
-                }
-            }
+            let cur = self.fresh_locked(&mut disk, if_match)?;
             self.check_preconditions(&cur.config, &edit)?;
             let new_bytes = self.render_text(&mut disk, &cur.config, &edit)?;
             let (written, new_config, digest) = if disk.has_includes {
@@ -482,6 +460,110 @@ impl ConfigStore {
             disk.bytes = new_bytes;
             disk.failed = None;
             return Ok(self.publish(Arc::new(new_config), revision, ChangeSource::Api));
+        }
+        Err(EditError::Io(std::io::Error::other(
+            "config file keeps changing on disk; edit not applied",
+        )))
+    }
+
+    /// Under the mutation lock: picks up a hand edit that landed since we last looked (cheap
+    /// when unchanged) and checks `If-Match` against it.
+    fn fresh_locked(
+        &self,
+        disk: &mut Disk,
+        if_match: Option<&str>,
+    ) -> Result<Arc<ConfigSnapshot>, EditError> {
+        // docs/DECISIONS.md #14: surrounding whitespace and double quotes are not significant.
+        let want = if_match.map(|w| w.trim().trim_matches('"'));
+        if self.file_changed(disk) {
+            if let Err(e) = self.reload_locked(disk) {
+                // A stale If-Match is a conflict whatever the file holds (it names bytes that
+                // are gone); otherwise the broken file blocks every edit.
+                if want.is_some_and(|w| w != self.on_disk().revision) {
+                    return Err(EditError::RevisionConflict);
+                }
+                return Err(EditError::DiskInvalid(format!(
+                    "{}: {e}",
+                    self.path.display()
+                )));
+            }
+        }
+        let cur = self.current();
+        if want.is_some_and(|w| w != cur.revision) {
+            return Err(EditError::RevisionConflict);
+        }
+        Ok(cur)
+    }
+
+    /// The editable sections of the main file as JSON (`GET /v1/config`), credentials left
+    /// out; picks up a pending hand edit first.
+    pub fn editable_sections(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, EditError> {
+        let mut disk = self.disk.lock();
+        self.fresh_locked(&mut disk, None)?;
+        let text = std::str::from_utf8(&disk.bytes)
+            .map_err(|_| EditError::Io(std::io::Error::other("config file is not UTF-8")))?;
+        crate::sections::editable_sections(text).map_err(EditError::Invalid)
+    }
+
+    /// Deep-merges a sparse JSON patch into the editable sections (`PATCH /v1/config`): the
+    /// merged file is validated as a whole before anything is written, then written
+    /// atomically and published like a user edit. Returns the new snapshot and the sections
+    /// that changed (none: nothing was written).
+    pub fn apply_sections(
+        &self,
+        if_match: Option<&str>,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Arc<ConfigSnapshot>, Vec<String>), EditError> {
+        crate::sections::check_patch(patch)?;
+        let mut disk = self.disk.lock();
+        for _ in 0..MAX_REAPPLY {
+            let cur = self.fresh_locked(&mut disk, if_match)?;
+            let old = std::str::from_utf8(&disk.bytes)
+                .map_err(|_| EditError::Io(std::io::Error::other("config file is not UTF-8")))?;
+            let mut doc = parse_doc(old, disk.has_includes)
+                .map_err(|e| EditError::Io(std::io::Error::other(e)))?;
+            let changed = crate::sections::merge(&mut doc, patch)?;
+            if changed.is_empty() {
+                return Ok((cur, changed));
+            }
+            let text = doc.to_string();
+            let text = if disk.has_includes {
+                fsio::unmask_includes(&text)
+            } else {
+                text
+            };
+            let new_bytes = text.into_bytes();
+            let loaded = load::load_bytes(&self.target, &new_bytes)
+                .map_err(|e| EditError::Invalid(format!("patch rejected: {e}")))?;
+            match self.write_file(&disk.bytes, &new_bytes) {
+                Ok(Replace::Written) => {}
+                Ok(Replace::Changed) => {
+                    self.restore_doc(&mut disk);
+                    if if_match.is_some() {
+                        return Err(EditError::RevisionConflict);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.restore_doc(&mut disk);
+                    return Err(EditError::Io(e));
+                }
+            }
+            let text = String::from_utf8_lossy(&new_bytes).into_owned();
+            let revision = fsio::revision_of(&new_bytes);
+            *disk = Disk {
+                index: AccessIndex::build(&text),
+                has_includes: fsio::has_includes(&text),
+                fingerprint: fingerprint(&new_bytes, &loaded.config.includes),
+                stamp: FileStamp::of(&self.target),
+                failed: None,
+                warnings: loaded.warnings,
+                bytes: new_bytes,
+            };
+            let snap = self.publish(Arc::new(loaded.config), revision, ChangeSource::Api);
+            return Ok((snap, changed));
         }
         Err(EditError::Io(std::io::Error::other(
             "config file keeps changing on disk; edit not applied",
