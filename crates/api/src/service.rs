@@ -85,6 +85,22 @@ impl ApiService {
             return Err(ApiError::unauthorized());
         }
         let (parts, body) = req.into_parts();
+        if parts.uri.path() == crate::reload::PATH {
+            if parts.method != Method::POST {
+                return Err(ApiError::method_not_allowed_for("POST"));
+            }
+            let api = &snapshot.config.server.api;
+            if api.read_only {
+                return Err(ApiError::read_only());
+            }
+            let read =
+                crate::body::read_limited(&parts.headers, body, api.request_body_limit_bytes);
+            let bytes = tokio::time::timeout(self.body_timeout, read)
+                .await
+                .map_err(|_| ApiError::bad_request("Invalid request body"))??;
+            let expected = crate::gates::if_match(&parts.headers);
+            return crate::reload::post(&self.state, bytes, expected).await;
+        }
         if parts.uri.path() == crate::config_routes::PATH {
             return crate::config_routes::handle(
                 &self.state,
@@ -111,6 +127,9 @@ impl ApiService {
             Matched::NotUsers => {
                 if parts.method != Method::GET {
                     return Err(ApiError::route_not_found());
+                }
+                if let Some(res) = crate::reload::status(&self.state, parts.uri.path()) {
+                    return res;
                 }
                 let Some(route) = read_route(parts.uri.path()) else {
                     return Err(ApiError::route_not_found());

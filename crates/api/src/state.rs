@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use config::ConfigStore;
 
+use crate::reload::ReloadLog;
 use crate::runtime::Runtime;
 use crate::views::ViewCaches;
 
@@ -13,6 +14,7 @@ struct Inner {
     store: Arc<ConfigStore>,
     runtime: Arc<dyn Runtime>,
     caches: ViewCaches,
+    reloads: ReloadLog,
     next_request_id: AtomicU64,
 }
 
@@ -37,6 +39,7 @@ impl ApiState {
                 store,
                 runtime,
                 caches,
+                reloads: ReloadLog::default(),
                 next_request_id: AtomicU64::new(1),
             }),
         }
@@ -52,6 +55,11 @@ impl ApiState {
 
     pub fn caches(&self) -> &ViewCaches {
         &self.inner.caches
+    }
+
+    /// Outcomes of `POST /v1/system/reload`.
+    pub fn reloads(&self) -> &ReloadLog {
+        &self.inner.reloads
     }
 
     /// Takes the next request id (DECISIONS #6: process-wide, from 1, one per request).

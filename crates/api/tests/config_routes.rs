@@ -98,3 +98,66 @@ async fn patch_refusals() {
         .await
         .assert_error(403, "read_only");
 }
+
+#[tokio::test]
+async fn system_reload_applies_the_file_and_is_recorded() {
+    let f = Fixture::new("");
+    let path = f.state.store().path().to_path_buf();
+    // A hand edit that no watcher has picked up yet (the fixture runs none).
+    let text = f.file().replace(
+        "[access.users]",
+        "[access.users]\ncarol = \"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\"",
+    );
+    std::fs::write(&path, &text).expect("write");
+    let r = f.call("POST", "/v1/system/reload", None).await;
+    let data = r.assert_ok(202).clone();
+    assert_eq!(data["state"], "accepted");
+    assert_eq!(data["mode"], "instant");
+    assert_eq!(data["failure_policy"], "keep_new");
+    assert_eq!(data["config_revision"], r.json["revision"]);
+    assert!(f
+        .state
+        .store()
+        .current()
+        .config
+        .access
+        .users
+        .contains_key("carol"));
+    let id = data["reload_id"].as_u64().expect("id");
+    let s = f
+        .call("GET", &format!("/v1/system/reload/{id}"), None)
+        .await;
+    let st = s.assert_ok(200);
+    assert_eq!(st["state"], "succeeded");
+    assert!(st["finished_at_epoch_secs"].as_u64() >= st["accepted_at_epoch_secs"].as_u64());
+
+    let r = f
+        .call(
+            "POST",
+            "/v1/system/reload",
+            Some(r#"{"mode":"drain","timeout_secs":30,"failure_policy":"rollback"}"#),
+        )
+        .await;
+    assert_eq!(r.assert_ok(202)["mode"], "drain");
+    for bad in [
+        r#"{"mode":"slow"}"#,
+        r#"{"mode":"instant","timeout_secs":5}"#,
+        r#"{"mode":"drain","timeout_secs":0}"#,
+        r#"{"failure_policy":"pray"}"#,
+    ] {
+        f.call("POST", "/v1/system/reload", Some(bad))
+            .await
+            .assert_error(400, "bad_request");
+    }
+    // A file that does not load is refused before anything is recorded.
+    std::fs::write(&path, "[broken").expect("write");
+    f.call("POST", "/v1/system/reload", None)
+        .await
+        .assert_error(400, "bad_request");
+    f.call("GET", "/v1/system/reload/99", None)
+        .await
+        .assert_error(404, "not_found");
+    let r = f.call("GET", "/v1/system/reload", None).await;
+    r.assert_error(405, "method_not_allowed");
+    assert_eq!(r.headers["allow"], "POST");
+}
