@@ -577,7 +577,6 @@ fn check_access(cfg: &Config) -> Result<(), ConfigError> {
         a.user_max_unique_ips_window_secs,
         "access.user_max_unique_ips_window_secs",
     )?;
-    nonzero(a.replay_check_len as u64, "access.replay_check_len")?;
     nonzero(a.replay_window_secs, "access.replay_window_secs")?;
     Ok(())
 }

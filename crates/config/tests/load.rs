@@ -343,7 +343,6 @@ const RULES: &[(&str, &str)] = &[
     ("[network]\nprefer = 5\n", "network.prefer must be 4 or 6, got 5"),
     ("[access]\nuser_max_unique_ips_window_secs = 0\n", "access.user_max_unique_ips_window_secs must be > 0"),
     ("[access]\nuser_max_unique_ips_mode = \"sometimes\"\n", "unknown variant `sometimes`"),
-    ("[access]\nreplay_check_len = 0\n", "access.replay_check_len must be > 0"),
     ("[access.user_expirations]\nu = \"tomorrow\"\n", "access.user_expirations.u must be an RFC 3339 timestamp"),
     ("[[upstreams]]\ntype = \"socks5\"\n", "upstreams: type = \"socks5\" requires `address`"),
     ("[[upstreams]]\ntype = \"http\"\n", "upstreams: type must be one of direct, socks4, socks5, shadowsocks"),

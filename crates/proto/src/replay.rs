@@ -49,15 +49,19 @@ impl<const N: usize> ReplayCache<N> {
         Self {
             map: HashMap::new(),
             fifo: VecDeque::new(),
-            capacity: capacity.max(1),
+            capacity,
             window,
         }
     }
 
     /// Changes the limits (config reload); extra entries go on the next insert.
     pub fn set_limits(&mut self, capacity: usize, window: Duration) {
-        self.capacity = capacity.max(1);
+        self.capacity = capacity;
         self.window = window;
+        if capacity == 0 {
+            self.map.clear();
+            self.fifo.clear();
+        }
     }
 
     /// Live entries (expired ones may linger until the next mutation).
@@ -99,6 +103,10 @@ impl<const N: usize> ReplayCache<N> {
 
     /// Remembers `key` as seen at `now`.
     pub fn insert(&mut self, key: [u8; N], now: Instant) {
+        // Capacity 0 is `replay_check_len = 0`: replay protection switched off.
+        if self.capacity == 0 {
+            return;
+        }
         self.purge(now);
         self.map.insert(key, now);
         self.fifo.push_back((key, now));
@@ -125,6 +133,15 @@ impl<const N: usize> ReplayCache<N> {
     }
 }
 
+/// Entries per shard for `capacity` in total: at least one each, unless `capacity` is 0
+/// (disabled).
+fn per_shard(capacity: usize, shards: usize) -> usize {
+    match capacity {
+        0 => 0,
+        c => c.div_ceil(shards.max(1)).max(1),
+    }
+}
+
 /// A `Send + Sync` replay cache split into independently locked shards.
 #[derive(Debug)]
 pub struct ShardedReplayCache<const N: usize> {
@@ -136,7 +153,7 @@ impl<const N: usize> ShardedReplayCache<N> {
     /// `capacity` entries in total over `shards` shards (telemt: 65536 / 64).
     pub fn new(capacity: usize, window: Duration, shards: usize) -> Self {
         let shards = shards.max(1);
-        let per = capacity.div_ceil(shards).max(1);
+        let per = per_shard(capacity, shards);
         Self {
             shards: (0..shards)
                 .map(|_| Mutex::new(ReplayCache::new(per, window)))
@@ -172,7 +189,7 @@ impl<const N: usize> ShardedReplayCache<N> {
 
     /// New limits for every shard.
     pub fn set_limits(&self, capacity: usize, window: Duration) {
-        let per = capacity.div_ceil(self.shards.len()).max(1);
+        let per = per_shard(capacity, self.shards.len());
         for s in &self.shards {
             match s.lock() {
                 Ok(mut g) => g.set_limits(per, window),
@@ -227,6 +244,21 @@ mod tests {
         assert!(c.contains(&[3; 16], t1));
         c.purge(t1 + W);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn capacity_zero_disables_and_can_be_switched_back() {
+        let t0 = Instant::now();
+        let c = ShardedReplayCache::<16>::new(0, W, 4);
+        assert_eq!(c.check_and_insert([7; 16], t0), ReplayVerdict::Fresh);
+        assert_eq!(c.check_and_insert([7; 16], t0), ReplayVerdict::Fresh);
+        assert_eq!(c.len(), 0);
+        c.set_limits(8, W);
+        assert_eq!(c.check_and_insert([7; 16], t0), ReplayVerdict::Fresh);
+        assert_eq!(c.check_and_insert([7; 16], t0), ReplayVerdict::Replay);
+        c.set_limits(0, W);
+        assert_eq!(c.len(), 0, "switching off forgets");
+        assert_eq!(c.check_and_insert([7; 16], t0), ReplayVerdict::Fresh);
     }
 
     #[test]

@@ -345,6 +345,7 @@ pub struct Access {
     pub user_max_unique_ips_global_each: usize,
     pub user_max_unique_ips_mode: IpPolicyMode,
     pub user_max_unique_ips_window_secs: u64,
+    /// Replay-cache entries; 0 switches replay protection off.
     pub replay_check_len: usize,
     pub replay_window_secs: u64,
     pub ignore_time_skew: bool,

@@ -211,3 +211,24 @@ async fn untrusted_proxy_header_sender_is_refused() {
     assert!(h.mask.connections().is_empty());
     assert_eq!(classes(&h), [("proxy_header_untrusted_peer", 1)]);
 }
+
+/// `replay_check_len = 0` switches replay protection off: a replayed init is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_check_len_zero_disables_the_replay_cache() {
+    let h = Harness::start(Cfg {
+        access: "replay_check_len = 0".into(),
+        ..Cfg::default()
+    })
+    .await;
+    let conn = h.connect(Mode::Intermediate, 0).await;
+    let init = conn.init_wire();
+    drop(echo_roundtrip(conn.into_split(), b"hello", 5).await);
+    let mut replay = init.to_vec();
+    replay.extend_from_slice(&random(40));
+    let _ = send_probe(h.addr(), &replay, Duration::from_secs(2), false).await;
+    h.wait_for("the replay reached the DC", |h| {
+        h.dc.counters().sessions == 2
+    })
+    .await;
+    assert!(classes(&h).is_empty(), "{:?}", classes(&h));
+}
