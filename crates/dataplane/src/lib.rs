@@ -49,7 +49,7 @@ use config::{Config, ConfigEvent, ConfigStore};
 use parking_lot::Mutex;
 use stats::startup::{ComponentStatus, StartupStatus, StartupTracker};
 use stats::Stats;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,8 +69,6 @@ pub struct DataplaneOptions {
     pub port_override: Option<u16>,
     /// Bind these addresses instead of `[[server.listeners]]`.
     pub listen_override: Option<Vec<IpAddr>>,
-    /// Listen backlog.
-    pub backlog: u32,
     /// How often expirations are checked for live sessions.
     pub expiry_check_interval: Duration,
     /// Healthy upstreams are re-probed when their last check is older than this.
@@ -87,7 +85,6 @@ impl Default for DataplaneOptions {
         Self {
             port_override: None,
             listen_override: None,
-            backlog: 1024,
             expiry_check_interval: Duration::from_secs(1),
             upstream_health_interval: Duration::from_secs(30),
             upstream_recovery_interval: Duration::from_secs(5),
@@ -153,11 +150,11 @@ pub(crate) struct Inner {
     /// Cancelled at shutdown: background tasks (upstream health, housekeeping) end.
     cancel: CancellationToken,
     live: Live,
-    local_addrs: Vec<SocketAddr>,
+    listeners: listener::Listeners,
 }
 
 impl Inner {
-    fn new(cfg: &Config, stats: Arc<Stats>, local_addrs: Vec<SocketAddr>) -> Self {
+    fn new(cfg: &Config, stats: Arc<Stats>, listeners: listener::Listeners) -> Self {
         let Rebuilt { policy, .. } = Policy::build(cfg, None, 1);
         Self {
             upstreams: Arc::new(Upstreams::new(cfg, Arc::clone(&stats))),
@@ -166,13 +163,35 @@ impl Inner {
             rebuild: Mutex::new(()),
             retirer: config::Retirer::new("policy-retire"),
             hints: handshake::IpHints::new(),
-            accepting: AtomicBool::new(!local_addrs.is_empty()),
+            accepting: AtomicBool::new(false),
             stop_accepting: watch::Sender::new(false),
             cut: watch::Sender::new(false),
             cancel: CancellationToken::new(),
             live: Live(AtomicUsize::new(0)),
-            local_addrs,
+            listeners,
         }
+    }
+
+    /// Keeps the listener set in step with `cfg` (not once shutdown began) and reports a
+    /// change of the admission state.
+    fn reconcile_listeners(self: &Arc<Self>, cfg: &Config) -> Vec<String> {
+        if *self.stop_accepting.borrow() {
+            return Vec::new();
+        }
+        let errors = self.listeners.reconcile(self, cfg);
+        let open = !self.listeners.local_addrs().is_empty();
+        if self.accepting.swap(open, Ordering::Relaxed) != open {
+            let ctx = if open {
+                "accepting=true"
+            } else {
+                "accepting=false reason=listener_bind_failed"
+            };
+            self.stats.events().push("admission.state", ctx);
+        }
+        if !errors.is_empty() {
+            tracing::error!(errors = %errors.join("; "), "some client listeners could not be bound");
+        }
+        errors
     }
 
     /// The one place where a published config (API write, hand edit, SIGHUP) changes the
@@ -180,7 +199,7 @@ impl Inner {
     /// re-keyed, expired or are now over quota, and drops the per-user state of users that
     /// left the config. Users are matched by entry (secret), so a client that already
     /// reconnected under a new secret is never cut by the close of the old one.
-    fn apply_config(&self, cfg: &Config) {
+    fn apply_config(self: &Arc<Self>, cfg: &Config) {
         let _serial = self.rebuild.lock();
         let prev = self.policy.load_full();
         let Rebuilt {
@@ -192,6 +211,7 @@ impl Inner {
         // The old policy holds a reference to every user: free it off the write path.
         self.retirer.retire(self.policy.swap(Arc::clone(&policy)));
         self.upstreams.apply(cfg);
+        self.reconcile_listeners(cfg);
         for user in to_close {
             tracing::info!(user = %user.name, "user deleted or secret changed: closing its sessions");
             user.close_sessions();
@@ -222,25 +242,6 @@ impl Inner {
 
 /// Entry point.
 pub struct Dataplane;
-
-/// Binds every listener of `addrs`; failures are logged and collected.
-fn bind_all(
-    addrs: Vec<(SocketAddr, bool)>,
-    backlog: u32,
-) -> (Vec<tokio::net::TcpListener>, Vec<String>) {
-    let mut listeners = Vec::new();
-    let mut errors = Vec::new();
-    for (addr, reuse) in addrs {
-        match listener::bind(addr, backlog, reuse) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "cannot bind client listener");
-                errors.push(format!("{addr}: {e}"));
-            }
-        }
-    }
-    (listeners, errors)
-}
 
 /// Reports the middle-proxy stage: this build routes directly, so the stage is skipped, or
 /// failed (and the process degraded) when the config asks for the middle proxy.
@@ -283,33 +284,9 @@ impl Dataplane {
         ));
         counters.restore(cfg, &startup);
 
-        startup.register("listeners", "Client listeners", false);
-        startup.begin("listeners", SystemTime::now());
-        let port = opts.port_override.unwrap_or(cfg.server.port);
-        let addrs: Vec<(SocketAddr, bool)> = match &opts.listen_override {
-            Some(ips) => ips
-                .iter()
-                .map(|ip| (SocketAddr::new(*ip, port), false))
-                .collect(),
-            None => cfg
-                .server
-                .listeners
-                .iter()
-                .map(|l| (SocketAddr::new(l.ip, port), l.reuse_allow))
-                .collect(),
-        };
-        let (listeners, errors) = if addrs.is_empty() {
-            let why = "no client listener configured (server.listeners is empty)";
-            (Vec::new(), vec![why.to_owned()])
-        } else {
-            bind_all(addrs, opts.backlog)
-        };
-        let local_addrs: Vec<SocketAddr> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-
-        let inner = Arc::new(Inner::new(cfg, Arc::clone(&stats), local_addrs));
+        let listeners =
+            listener::Listeners::new(rt.clone(), opts.port_override, opts.listen_override.clone());
+        let inner = Arc::new(Inner::new(cfg, Arc::clone(&stats), listeners));
         let weak = Arc::downgrade(&inner);
         store.add_listener(Box::new(move |ev| {
             if let ConfigEvent::Applied { snapshot, .. } = ev {
@@ -318,34 +295,37 @@ impl Dataplane {
                 }
             }
         }));
-        // A publish between `current()` above and the listener registration would be missed.
+
+        let tasks = vec![
+            inner.upstreams.start(
+                &startup,
+                inner.cancel.child_token(),
+                opts.upstream_health_interval,
+                opts.upstream_recovery_interval,
+            ),
+            rt.spawn(housekeeping::expiry_sweeper(
+                Arc::downgrade(&inner),
+                opts.expiry_check_interval,
+                inner.cancel.child_token(),
+            )),
+            rt.spawn(housekeeping::flusher(
+                Arc::downgrade(&inner),
+                Arc::clone(&counters),
+                opts.state_flush_interval,
+                inner.cancel.child_token(),
+            )),
+        ];
+
+        startup.register("listeners", "Client listeners", false);
+        startup.begin("listeners", SystemTime::now());
+        // A publish between `current()` above and the hook registration would be missed.
         let latest = store.current();
         if !Arc::ptr_eq(&latest, &snap) {
             inner.apply_config(&latest.config);
         }
-
-        let mut tasks = vec![inner.upstreams.start(
-            &startup,
-            inner.cancel.child_token(),
-            opts.upstream_health_interval,
-            opts.upstream_recovery_interval,
-        )];
-        tasks.push(rt.spawn(housekeeping::expiry_sweeper(
-            Arc::downgrade(&inner),
-            opts.expiry_check_interval,
-            inner.cancel.child_token(),
-        )));
-        tasks.push(rt.spawn(housekeeping::flusher(
-            Arc::downgrade(&inner),
-            Arc::clone(&counters),
-            opts.state_flush_interval,
-            inner.cancel.child_token(),
-        )));
-
-        let max = cfg.server.max_connections as usize;
-        let permits = (max > 0).then(|| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))));
-        let permit_timeout = Duration::from_millis(cfg.server.accept_permit_timeout_ms);
-        if listeners.is_empty() {
+        let errors = inner.reconcile_listeners(&latest.config);
+        let bound = inner.listeners.local_addrs();
+        if bound.is_empty() {
             tracing::error!("client listeners not started; serving the API only");
             let why = errors.join("; ");
             startup.finish(
@@ -360,23 +340,14 @@ impl Dataplane {
                 "accepting=false reason=listener_bind_failed",
             );
         } else {
-            for l in listeners {
-                tasks.push(rt.spawn(listener::accept_loop(
-                    Arc::clone(&inner),
-                    l,
-                    permits.clone(),
-                    permit_timeout,
-                )));
-            }
-            let bound: Vec<String> = inner.local_addrs.iter().map(|a| a.to_string()).collect();
+            let list: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
             startup.finish(
                 "listeners",
                 ComponentStatus::Ready,
-                Some(bound.join(", ")),
+                Some(list.join(", ")),
                 SystemTime::now(),
             );
-            stats.events().push("admission.state", "accepting=true");
-            tracing::info!(addrs = ?inner.local_addrs, "client listeners started");
+            tracing::info!(addrs = ?bound, "client listeners started");
         }
         report_me_route(cfg, &startup);
         Ok(DataplaneHandle {
@@ -396,9 +367,9 @@ pub struct DataplaneHandle {
 
 impl DataplaneHandle {
     /// Bound listener addresses (actual ports when port 0 was requested); empty when none
-    /// could be bound.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.inner.local_addrs
+    /// could be bound. Follows the config: listeners change on reload.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.listeners.local_addrs().to_vec()
     }
 
     /// Whether listeners admit new connections.
@@ -467,6 +438,8 @@ impl DataplaneHandle {
     }
 
     fn stop_accepting(&self) {
+        let _ = self.inner.stop_accepting.send(true);
+        self.inner.listeners.stop_all();
         if self.inner.accepting.swap(false, Ordering::Relaxed) {
             self.inner
                 .stats
@@ -474,7 +447,6 @@ impl DataplaneHandle {
                 .push("admission.state", "accepting=false reason=shutdown");
             tracing::info!("client listeners stopped accepting");
         }
-        let _ = self.inner.stop_accepting.send(true);
     }
 }
 
@@ -495,7 +467,12 @@ mod tests {
 
     fn inner_for(cfg: &Config) -> Arc<Inner> {
         let stats = Stats::new(std::time::SystemTime::now());
-        Arc::new(Inner::new(cfg, stats, Vec::new()))
+        let rt = tokio::runtime::Handle::current();
+        Arc::new(Inner::new(
+            cfg,
+            stats,
+            listener::Listeners::new(rt, None, None),
+        ))
     }
 
     /// Idle sessions must stay small: the whole per-connection future (handshake, relay and

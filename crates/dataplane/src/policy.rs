@@ -184,6 +184,7 @@ pub(crate) struct Policy {
     pub(crate) fake_cert_len: usize,
     pub(crate) hello_delay_ms: (u64, u64),
     pub(crate) client_handshake: Duration,
+    pub(crate) accept_permit_timeout: Duration,
     pub(crate) idle: IdlePolicy,
     pub(crate) dc: DcRouting,
     pub(crate) fast_mode: bool,
@@ -369,6 +370,7 @@ impl Policy {
                 c.server_hello_delay_max_ms.max(c.server_hello_delay_min_ms),
             ),
             client_handshake: Duration::from_secs(t.client_handshake.max(1)),
+            accept_permit_timeout: Duration::from_millis(cfg.server.accept_permit_timeout_ms),
             idle: IdlePolicy {
                 v2: t.relay_idle_policy_v2_enabled,
                 soft: Duration::from_secs(t.relay_client_idle_soft_secs.max(1)),

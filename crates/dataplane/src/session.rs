@@ -62,12 +62,13 @@ async fn mask(
     peer: SocketAddr,
     local: SocketAddr,
 ) {
+    let own = inner.listeners.local_addrs();
     let job = MaskJob {
         target: &policy.mask,
         proxy_protocol: policy.mask_proxy_protocol,
         peer,
         local,
-        own_listeners: &inner.local_addrs,
+        own_listeners: &own,
     };
     masking::run(stream, raw, job).await;
 }

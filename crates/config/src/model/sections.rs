@@ -202,6 +202,8 @@ pub struct Server {
     /// 0 = unlimited.
     pub max_connections: u32,
     pub accept_permit_timeout_ms: u64,
+    /// `listen(2)` backlog of client listeners; 0 = the system maximum.
+    pub listen_backlog: u32,
 }
 
 impl Default for Server {
@@ -229,6 +231,7 @@ impl Default for Server {
             listeners: Vec::new(),
             max_connections: 10_000,
             accept_permit_timeout_ms: 250,
+            listen_backlog: 1024,
         }
     }
 }

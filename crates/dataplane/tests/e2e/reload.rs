@@ -171,3 +171,27 @@ async fn rotation_keeps_a_client_that_reconnected_with_the_new_secret() {
     );
     drop(conn);
 }
+
+/// A changed listener port serves new clients after a reload while sessions accepted on the
+/// old port continue; the old port stops accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_port_changes_on_reload_and_old_sessions_continue() {
+    let (p1, p2) = (testkit::free_port(), testkit::free_port());
+    let mut h = Harness::start(Cfg {
+        port: Some(p1),
+        ..Cfg::default()
+    })
+    .await;
+    assert_eq!(h.addr().port(), p1);
+    let old = live(&h, 0).await;
+    let mut cfg = h.cfg.clone();
+    cfg.port = Some(p2);
+    cfg.server = "listen_backlog = 64\nmax_connections = 50".into();
+    h.rewrite(cfg);
+    assert_eq!(h.dp.local_addrs().len(), 1);
+    assert_eq!(h.addr().port(), p2);
+    drop(live(&h, 1).await);
+    drop(echo_roundtrip(old, b"old port session", 4).await);
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", p1)).await;
+    assert!(refused.is_err(), "the old port must stop accepting");
+}

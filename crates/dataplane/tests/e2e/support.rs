@@ -41,6 +41,8 @@ pub struct Cfg {
     pub mask: bool,
     /// `timeouts.client_handshake`.
     pub handshake_secs: u64,
+    /// `server.port`; `None` = an ephemeral port chosen at start (fixed for the test).
+    pub port: Option<u16>,
 }
 
 impl Default for Cfg {
@@ -59,6 +61,7 @@ impl Default for Cfg {
             tail: String::new(),
             mask: true,
             handshake_secs: 10,
+            port: None,
         }
     }
 }
@@ -84,7 +87,7 @@ impl Cfg {
         format!(
             "[general]\nuse_middle_proxy = false\nfast_mode = {fast}\n{general}\n\n\
              [general.modes]\nclassic = {c}\nsecure = {s}\ntls = {t}\n\n\
-             [server]\nport = 443\n{server}\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
+             [server]\nport = {port}\n{server}\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
              [timeouts]\nclient_handshake = {hs}\ntg_connect = 3\n{timeouts}\n\n\
              [censorship]\ntls_domain = \"{DOMAIN}\"\nmask = {m}\nmask_host = \"{mh}\"\nmask_port = {mp}\n\
              server_hello_delay_min_ms = 0\nserver_hello_delay_max_ms = 0\n{cens}\n\n\
@@ -98,6 +101,7 @@ impl Cfg {
             server = self.server,
             timeouts = self.timeouts,
             hs = self.handshake_secs,
+            port = self.port.unwrap_or(443),
             m = self.mask,
             mh = mask.ip(),
             mp = mask.port(),
@@ -137,7 +141,7 @@ impl Harness {
         let store = ConfigStore::open(&path).expect("config loads");
         let stats = Stats::new(SystemTime::now());
         let opts = DataplaneOptions {
-            port_override: Some(0),
+            port_override: if cfg.port.is_some() { None } else { Some(0) },
             listen_override: listen,
             expiry_check_interval: Duration::from_millis(100),
             upstream_recovery_interval: Duration::from_millis(200),
