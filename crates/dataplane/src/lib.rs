@@ -29,6 +29,7 @@ mod handshake;
 mod io_util;
 mod listener;
 mod masking;
+mod outbound;
 mod policy;
 mod relay;
 mod rng;
