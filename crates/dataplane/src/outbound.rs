@@ -17,7 +17,7 @@
 //! ```
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -56,6 +56,18 @@ pub(crate) trait OutboundRead: Send {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Reads some bytes (0 = end of stream); `WouldBlock` means "wait for ready again".
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    /// Reads into `bufs` in order, like [`Self::poll_read`]. A socket fills them with one
+    /// syscall; the default fills only the first non-empty one.
+    fn poll_read_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match bufs.iter_mut().find(|b| !b.is_empty()) {
+            Some(b) => self.poll_read(cx, b),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
 }
 
 /// Write side of an outbound stream as a relay loop sees it.
@@ -72,6 +84,13 @@ impl OutboundRead for &TcpStream {
     }
     fn poll_read(&mut self, _cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         Poll::Ready(self.try_read(buf))
+    }
+    fn poll_read_vectored(
+        &mut self,
+        _cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.try_read_vectored(bufs))
     }
 }
 
@@ -120,11 +139,6 @@ impl OutboundWrite for WriteHalf<Box<dyn Tunnel>> {
 /// Waits until `r` may be read.
 pub(crate) async fn ready<R: OutboundRead>(r: &mut R) -> io::Result<()> {
     poll_fn(|cx| r.poll_ready(cx)).await
-}
-
-/// Reads some bytes.
-pub(crate) async fn read<R: OutboundRead>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    poll_fn(|cx| r.poll_read(cx, buf)).await
 }
 
 /// Writes all of `buf` and flushes.

@@ -17,6 +17,7 @@
 //! readiness (client read / DC write up, DC read / client write down), so one direction
 //! blocked on a full socket never stops the other from being polled.
 
+use std::future::poll_fn;
 use std::io;
 
 use proto::{AesCtr, CipherPair};
@@ -153,12 +154,17 @@ async fn downstream<R: OutboundRead>(
     meter: Meter<'_>,
     activity: &Activity,
 ) -> Result<(), RelayEnd> {
-    let off = client_out.headroom();
     let mut buf = client_out.buffer();
     loop {
         out::ready(&mut dc).await?;
         let b = buf.get();
-        let n = match out::read(&mut dc, &mut b[off..]).await {
+        // The read targets are rebuilt on every poll rather than kept across the await, so
+        // they add nothing to the session future.
+        let read = poll_fn(|cx| {
+            let (mut slices, count) = client_out.read_slices(b);
+            dc.poll_read_vectored(cx, &mut slices[..count])
+        });
+        let n = match read.await {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e.into()),
@@ -169,13 +175,15 @@ async fn downstream<R: OutboundRead>(
         }
         activity.touch(false);
         if let Some((dc_dec, client_enc)) = ciphers.as_mut() {
-            dc_dec.apply_in_place(&mut b[off..off + n]);
-            client_enc.apply_in_place(&mut b[off..off + n]);
+            client_out.for_each_payload(b, n, |p| {
+                dc_dec.apply_in_place(p);
+                client_enc.apply_in_place(p);
+            });
         }
         let wire = client_out.seal(b, n);
         write_all(client, &b[..wire]).await?;
         meter.count_to_client(wire);
         meter.check_quota()?;
-        buf.grow_if_full(off + n);
+        buf.grow_if_full(wire);
     }
 }

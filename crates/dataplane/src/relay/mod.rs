@@ -17,7 +17,7 @@
 
 pub(crate) mod direct;
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,9 @@ const BUF_MAX: usize = 256 * 1024;
 /// Largest record payload sent to a fake-TLS client.
 const TLS_RECORD_MAX: usize = 16 * 1024;
 const TLS_HEADER: usize = 5;
+const TLS_RECORD_WIRE: usize = TLS_HEADER + TLS_RECORD_MAX;
+/// Records per downstream write to a fake-TLS client at most (the same 256 KiB of payload).
+const TLS_RECORDS_MAX: usize = BUF_MAX / TLS_RECORD_MAX;
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -183,74 +186,121 @@ impl ClientIn {
     }
 }
 
-/// Proxy → client: wraps each write in one TLS application-data record (ee clients).
+/// Proxy → client: wraps the payload in TLS application-data records (ee clients), several
+/// records per write. A vectored read places the payload straight into the record bodies, so
+/// a bulk write carries up to 16 records with one read and one write syscall.
 ///
 /// ```text
-///  buffer: [ headroom: 17 03 03 LL LL ][ payload ≤ 16 KiB ]   (ee)
-///          [ payload ≤ 256 KiB ]                              (others: no headroom)
+///  buffer: [17 03 03 LL LL][payload 16 KiB][17 03 03 LL LL][payload 16 KiB]..[hdr][tail]   (ee)
+///          [payload ≤ 256 KiB]                                                    (others)
 /// ```
 #[derive(Clone, Copy)]
 pub(crate) struct ClientOut {
     tls: bool,
 }
 
+/// Read targets of one downstream read: at most one per record of the largest buffer.
+pub(crate) type ReadSlices<'a> = [IoSliceMut<'a>; TLS_RECORDS_MAX];
+
 impl ClientOut {
     pub(crate) fn new(tls: bool) -> Self {
         Self { tls }
     }
 
-    /// Bytes kept free before the payload for the record header.
-    pub(crate) fn headroom(&self) -> usize {
-        if self.tls {
-            TLS_HEADER
-        } else {
-            0
+    /// Wire bytes per full record, or `None` for a plain byte stream.
+    fn record(&self) -> Option<usize> {
+        self.tls.then_some(TLS_RECORD_WIRE)
+    }
+
+    /// A direction buffer for this client (whole records once it grows).
+    pub(crate) fn buffer(&self) -> ChunkBuf {
+        match self.record() {
+            Some(unit) => ChunkBuf {
+                buf: Vec::new(),
+                first: TLS_HEADER + BUF_INITIAL,
+                max: TLS_RECORDS_MAX * unit,
+                unit,
+            },
+            None => ChunkBuf::upstream(),
         }
     }
 
-    /// A direction buffer for this client: headroom plus the largest payload of one write.
-    pub(crate) fn buffer(&self) -> ChunkBuf {
-        let max = if self.tls {
-            TLS_HEADER + TLS_RECORD_MAX
-        } else {
-            BUF_MAX
+    /// The payload areas of `buf` in stream order, as targets of one vectored read; returns
+    /// them and how many there are. Every area but the last is a full record body, so the
+    /// `n` bytes a read returns are records `0..` of [`Self::seal`]'s layout.
+    pub(crate) fn read_slices<'a>(&self, buf: &'a mut [u8]) -> (ReadSlices<'a>, usize) {
+        let (unit, head) = match self.record() {
+            Some(unit) => (unit, TLS_HEADER),
+            None => (buf.len().max(1), 0),
         };
-        ChunkBuf::new(self.headroom() + BUF_INITIAL, max)
+        let count = buf.len().div_ceil(unit).min(TLS_RECORDS_MAX);
+        let mut areas = buf.chunks_mut(unit).map(|c| {
+            let skip = head.min(c.len());
+            IoSliceMut::new(&mut c[skip..])
+        });
+        let slices = std::array::from_fn(|_| areas.next().unwrap_or(IoSliceMut::new(&mut [])));
+        (slices, count)
     }
 
-    /// Writes the record header for the `n` payload bytes after the headroom of `buf`;
+    /// Calls `f` on each payload area holding the `n` bytes a read of [`Self::read_slices`]
+    /// placed in `buf`, in stream order (for the keystreams, which run across records).
+    pub(crate) fn for_each_payload(&self, buf: &mut [u8], n: usize, mut f: impl FnMut(&mut [u8])) {
+        let Some(unit) = self.record() else {
+            f(&mut buf[..n]);
+            return;
+        };
+        let mut left = n;
+        for rec in buf.chunks_mut(unit) {
+            if left == 0 {
+                break;
+            }
+            let len = left.min(rec.len() - TLS_HEADER);
+            f(&mut rec[TLS_HEADER..TLS_HEADER + len]);
+            left -= len;
+        }
+    }
+
+    /// Writes the record headers for `n` payload bytes laid out by [`Self::read_slices`];
     /// returns how many bytes of `buf` go on the wire.
     pub(crate) fn seal(&self, buf: &mut [u8], n: usize) -> usize {
-        if !self.tls {
+        let Some(unit) = self.record() else {
             return n;
+        };
+        let mut left = n;
+        let mut wire = 0;
+        for rec in buf.chunks_mut(unit) {
+            if left == 0 {
+                break;
+            }
+            // ≤ TLS_RECORD_MAX by the chunking, so it fits the 16-bit length.
+            let len = left.min(rec.len() - TLS_HEADER);
+            let be = (len as u16).to_be_bytes();
+            rec[..TLS_HEADER].copy_from_slice(&[0x17, 0x03, 0x03, be[0], be[1]]);
+            wire += TLS_HEADER + len;
+            left -= len;
         }
-        // n ≤ TLS_RECORD_MAX by the buffer bound, so it fits the 16-bit length.
-        let len = (n as u16).to_be_bytes();
-        buf[..TLS_HEADER].copy_from_slice(&[0x17, 0x03, 0x03, len[0], len[1]]);
-        TLS_HEADER + n
+        wire
     }
 }
 
-/// A direction buffer: allocated on first use (idle sessions hold none), grown ×4 when a read
-/// fills it, up to `max`; never shrunk or reallocated per chunk.
+/// A direction buffer: allocated on first use (idle sessions hold none), grown ×4 (rounded up
+/// to whole `unit`s) when a read fills it, up to `max`; never shrunk or reallocated per chunk.
 pub(crate) struct ChunkBuf {
     buf: Vec<u8>,
     first: usize,
     max: usize,
+    unit: usize,
 }
 
 impl ChunkBuf {
-    pub(crate) fn new(first: usize, max: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            first,
-            max,
-        }
-    }
-
     /// A buffer for the client → proxy direction.
     pub(crate) fn upstream() -> Self {
-        Self::new(BUF_INITIAL, BUF_MAX)
+        Self {
+            buf: Vec::new(),
+            first: BUF_INITIAL,
+            max: BUF_MAX,
+            unit: 1,
+        }
     }
 
     /// The buffer, allocated if this is its first use.
@@ -264,7 +314,9 @@ impl ChunkBuf {
     /// Grows the buffer when `filled` bytes filled it.
     pub(crate) fn grow_if_full(&mut self, filled: usize) {
         if filled == self.buf.len() && self.buf.len() < self.max {
-            let new = (self.buf.len() * 4).min(self.max);
+            let new = (self.buf.len() * 4)
+                .next_multiple_of(self.unit)
+                .min(self.max);
             self.buf.resize(new, 0);
         }
     }
@@ -274,34 +326,86 @@ impl ChunkBuf {
 mod tests {
     use super::*;
 
+    fn grow_to_max(b: &mut ChunkBuf) -> Vec<usize> {
+        let mut sizes = vec![b.get().len()];
+        for _ in 0..6 {
+            let n = b.get().len();
+            b.grow_if_full(n);
+            sizes.push(b.get().len());
+        }
+        sizes.dedup();
+        sizes
+    }
+
     #[test]
     fn buffers_grow_on_full_reads_only_up_to_the_bound() {
         let mut b = ChunkBuf::upstream();
         assert_eq!(b.get().len(), BUF_INITIAL);
         b.grow_if_full(BUF_INITIAL - 1);
         assert_eq!(b.get().len(), BUF_INITIAL);
-        for _ in 0..5 {
-            let n = b.get().len();
-            b.grow_if_full(n);
+        assert_eq!(grow_to_max(&mut b), [4096, 16384, 65536, 262144]);
+        // ee: whole records once past the first small buffer.
+        let w = TLS_RECORD_WIRE;
+        let mut b = ClientOut::new(true).buffer();
+        assert_eq!(grow_to_max(&mut b), [5 + 4096, 2 * w, 8 * w, 16 * w]);
+    }
+
+    /// What a vectored read does: fills the areas in order.
+    fn fill(slices: &mut [IoSliceMut<'_>], data: &[u8]) -> usize {
+        let mut at = 0;
+        for s in slices.iter_mut() {
+            let take = s.len().min(data.len() - at);
+            s[..take].copy_from_slice(&data[at..at + take]);
+            at += take;
         }
-        assert_eq!(b.get().len(), BUF_MAX);
-        let out = ClientOut::new(true);
-        let mut b = out.buffer();
-        for _ in 0..5 {
-            let n = b.get().len();
-            b.grow_if_full(n);
-        }
-        assert_eq!(b.get().len(), TLS_HEADER + TLS_RECORD_MAX);
+        at
     }
 
     #[test]
-    fn tls_records_wrap_the_payload() {
+    fn tls_records_wrap_a_vectored_read() {
         let out = ClientOut::new(true);
-        let mut b = vec![0u8; 5 + 300];
-        assert_eq!(out.seal(&mut b, 300), 305);
-        assert_eq!(&b[..5], &[0x17, 3, 3, 0x01, 0x2c]);
-        let plain = ClientOut::new(false);
-        assert_eq!(plain.headroom(), 0);
-        assert_eq!(plain.seal(&mut b, 7), 7);
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let mut buf = vec![0u8; 8 * TLS_RECORD_WIRE];
+        let n = {
+            let (mut slices, count) = out.read_slices(&mut buf);
+            assert_eq!(count, 8);
+            fill(&mut slices[..count], &data)
+        };
+        assert_eq!(n, data.len());
+        let mut seen = Vec::new();
+        out.for_each_payload(&mut buf, n, |p| seen.extend_from_slice(p));
+        assert_eq!(seen, data);
+        let wire = out.seal(&mut buf, n);
+        assert_eq!(wire, 3 * TLS_HEADER + n);
+        // The client's record reader sees the original stream.
+        let mut parsed = Vec::new();
+        let mut rest = &buf[..wire];
+        while !rest.is_empty() {
+            assert_eq!(&rest[..3], &[0x17, 3, 3]);
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            assert!(len <= TLS_RECORD_MAX);
+            parsed.extend_from_slice(&rest[5..5 + len]);
+            rest = &rest[5 + len..];
+        }
+        assert_eq!(parsed, data);
+        // The first, small buffer holds one short record.
+        let mut small = vec![0u8; TLS_HEADER + BUF_INITIAL];
+        let (slices, count) = out.read_slices(&mut small);
+        assert_eq!((count, slices[0].len()), (1, BUF_INITIAL));
+    }
+
+    #[test]
+    fn plain_clients_get_the_bytes_as_read() {
+        let out = ClientOut::new(false);
+        let mut buf = vec![0u8; 1000];
+        let (slices, count) = out.read_slices(&mut buf);
+        assert_eq!((count, slices[0].len()), (1, 1000));
+        let mut calls = 0;
+        out.for_each_payload(&mut buf, 7, |p| {
+            calls += 1;
+            assert_eq!(p.len(), 7);
+        });
+        assert_eq!(calls, 1);
+        assert_eq!(out.seal(&mut buf, 7), 7);
     }
 }
