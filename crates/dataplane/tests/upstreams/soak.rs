@@ -3,9 +3,9 @@
 //! (direct, SOCKS5 via `danted`, Shadowsocks via `ss-server`), then a drain and a half-close.
 //!
 //! A progress watchdog, not a throughput assertion: the test fails when a direction of a
-//! session makes no progress for `MTP_SOAK_STALL_SECS` (default 5 s; 20 s in debug builds),
-//! and prints every stuck session's two directions (bytes, last progress, what each side is
-//! doing).
+//! session makes no progress for `MTP_SOAK_STALL_SECS` (default 5 s; 20 s in debug builds)
+//! that back-pressure cannot explain (see [`Progress::stuck`]), and prints every stuck
+//! session's two directions (bytes, last progress, what each side is doing).
 //!
 //! ```text
 //!  writer task ─► send(pattern @ offset) ─► proxy ─► upstream ─► echo DC ─┐
@@ -112,14 +112,22 @@ impl Progress {
         self.reader.load(Ordering::Acquire) == READ_EOF
     }
 
-    /// Which directions have been without progress for longer than `stall`.
+    /// Which directions are stalled: without progress for longer than `stall` where
+    /// back-pressure cannot explain it.
+    ///
+    /// A writer blocked while its echo still comes back is back-pressure (the path holds
+    /// megabytes of socket buffers, and a slow tunnel server drains them slowly), not a stall:
+    /// up is stalled only when nothing comes back either. Down is stalled when something is
+    /// owed to the reader (bytes in flight, or the EOF after the writer's FIN) and nothing
+    /// arrives. A relay direction that stops shows as one of the two once the bytes in
+    /// flight have drained.
     fn stuck(&self, now_ms: u64, stall_ms: u64) -> (bool, bool) {
         let writing = self.writer.load(Ordering::Acquire) == WRITING;
-        let up =
-            writing && now_ms.saturating_sub(self.sent_at_ms.load(Ordering::Acquire)) > stall_ms;
-        // The reader also waits out the drain and the EOF after the writer's FIN.
-        let down = !self.done()
-            && now_ms.saturating_sub(self.received_at_ms.load(Ordering::Acquire)) > stall_ms;
+        let quiet = |at: &AtomicU64| now_ms.saturating_sub(at.load(Ordering::Acquire)) > stall_ms;
+        let down_quiet = !self.done() && quiet(&self.received_at_ms);
+        let up = writing && quiet(&self.sent_at_ms) && down_quiet;
+        let owed = self.sent.load(Ordering::Acquire) > self.received.load(Ordering::Acquire);
+        let down = down_quiet && (owed || !writing);
         (up, down)
     }
 
@@ -280,7 +288,7 @@ async fn soak(kind: &str, tail: &str, secs: u64) {
                     .collect();
                 if !stuck.is_empty() {
                     let mut msg = format!(
-                        "{} of {conns} sessions made no progress for {} s in a direction:\n",
+                        "{} of {conns} sessions stalled (no progress for {} s in a direction):\n",
                         stuck.len(),
                         stall_ms / 1000
                     );
@@ -341,4 +349,28 @@ async fn soak_full_duplex_short() {
 #[ignore = "long soak: minutes per upstream kind"]
 async fn soak_full_duplex_long() {
     each_upstream(env_u64("MTP_SOAK_SECS", 120)).await;
+}
+
+#[test]
+fn watchdog_tells_stalls_from_back_pressure() {
+    let at = |sent: u64, sent_at: u64, received: u64, received_at: u64, writer: u8| {
+        let p = Progress::new(0, "classic");
+        p.sent.store(sent, Ordering::Release);
+        p.sent_at_ms.store(sent_at, Ordering::Release);
+        p.received.store(received, Ordering::Release);
+        p.received_at_ms.store(received_at, Ordering::Release);
+        p.writer.store(writer, Ordering::Release);
+        p.stuck(10_000, 5_000)
+    };
+    // Writer blocked, echo still flowing: back-pressure.
+    assert_eq!(at(100, 1_000, 50, 9_900, WRITING), (false, false));
+    // Writer blocked and nothing comes back: both directions stalled.
+    assert_eq!(at(100, 1_000, 50, 1_000, WRITING), (true, true));
+    // Everything echoed, writer cannot send any more: the proxy stopped reading the client.
+    assert_eq!(at(100, 1_000, 100, 1_000, WRITING), (true, false));
+    // Writer busy, bytes owed and nothing arrives: the way back stalled.
+    assert_eq!(at(100, 9_900, 50, 1_000, WRITING), (false, true));
+    // After the FIN: the echo or the EOF is owed.
+    assert_eq!(at(100, 1_000, 100, 1_000, WRITER_FIN), (false, true));
+    assert_eq!(at(100, 1_000, 100, 9_000, WRITER_FIN), (false, false));
 }
