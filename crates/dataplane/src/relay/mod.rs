@@ -14,6 +14,12 @@
 //!  client ◄─ ClientOut: 17 03 03 LL LL ◄─ Meter ◄──────── encrypt client ◄─ decrypt DC ◄─ DC
 //!            Activity (both directions) ─► idle_watch ─► RelayEnd::Idle
 //! ```
+//!
+//! A route module takes the client socket, the client's cipher pair, a [`ClientIn`] /
+//! [`ClientOut`], a [`Meter`] and an [`Activity`], and its outbound link as an
+//! `outbound::OutboundStream`. The direct route re-encrypts a byte stream; a middle-proxy
+//! route would decrypt client bytes, cut them into the client's frames (§3) and send each as
+//! an RPC message on its link, and frame the answers back through the same `ClientOut`.
 
 pub(crate) mod direct;
 
