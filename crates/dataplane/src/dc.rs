@@ -11,7 +11,7 @@ use proto::{build_dc_init, CipherPair, DcSet, FastModeKeys, ProtoTag};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::upstream::stream::DcStream;
+use crate::outbound::OutboundStream;
 use crate::upstream::Upstreams;
 
 /// DC port on the direct route.
@@ -148,7 +148,7 @@ pub(crate) enum DcError {
 
 /// An open, initialised link to a DC.
 pub(crate) struct DcLink {
-    pub(crate) stream: DcStream,
+    pub(crate) stream: OutboundStream,
     /// `encrypt` continues after the init; `decrypt` starts at 0. Boxed so the key
     /// schedules stay out of the session future.
     pub(crate) ciphers: Box<CipherPair>,
@@ -175,7 +175,7 @@ pub(crate) async fn open(
         .connect(dc, &targets)
         .await
         .map_err(|source| DcError::Connect { dc, source })?;
-    if let DcStream::Tcp(s) = &stream {
+    if let OutboundStream::Tcp(s) = &stream {
         let _ = s.set_nodelay(true);
     }
     let fm = fast_mode.map(|(key, iv)| FastModeKeys { key, iv });

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use crate::io_util::{read_some, write_all};
 use crate::policy::{Policy, UserRuntime};
 use crate::rng::ThreadRandom;
-use crate::tls_stream::Deframer;
+use proto::Deframer;
 
 /// Bytes asked of each read (a ClientHello is usually one or two reads).
 const READ_CHUNK: usize = 4096;

@@ -32,11 +32,11 @@ mod housekeeping;
 mod io_util;
 mod listener;
 mod masking;
+mod outbound;
 mod policy;
 mod relay;
 mod rng;
 mod session;
-mod tls_stream;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};

@@ -16,7 +16,8 @@ use crate::handshake::{self, Rejected};
 use crate::io_util::read_some;
 use crate::masking::{self, MaskJob};
 use crate::policy::Policy;
-use crate::relay::{Relay, RelayEnd};
+use crate::relay::direct::DirectRelay;
+use crate::relay::RelayEnd;
 use crate::Inner;
 
 type HeaderAddrs = Option<(SocketAddr, SocketAddr)>;
@@ -178,7 +179,7 @@ pub(crate) async fn handle(
     };
     drop(pending);
     let route = inner.stats.open_route(stats::Route::Direct);
-    let relay = Relay {
+    let relay = DirectRelay {
         client: &stream,
         client_ciphers: ciphers,
         dc_ciphers: link.ciphers,

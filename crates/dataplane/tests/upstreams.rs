@@ -1,6 +1,7 @@
 //! `[[upstreams]]` end to end: testkit clients → data plane → real SOCKS / Shadowsocks
 //! servers (microsocks, dante, ss-server, the `shadowsocks` crate's server) on 127.0.0.1 →
-//! testkit DC; failure handling, health and recovery, counters, hot reload.
+//! testkit DC; failure handling, health and recovery, counters, hot reload; a full-duplex soak
+//! with a progress watchdog through each upstream kind.
 //! External servers missing: a failure naming them, unless `MTPROXYD_SKIP_EXTERNAL=1` opts out.
 
 #[path = "e2e/support.rs"]
@@ -17,3 +18,6 @@ mod failures;
 
 #[path = "upstreams/bench.rs"]
 mod bench;
+
+#[path = "upstreams/soak.rs"]
+mod soak;

@@ -9,7 +9,10 @@
 //! * `ceiling` — no proxy: client straight to the TestDcs (upload into a sink, echo), 1 and 8
 //!   connections. Works without a proxy.
 //! * `throughput` — the same through the proxy for each mode (classic, secure, tls), with the
-//!   ratio to the ceiling.
+//!   ratio to the ceiling and the proxy's CPU cost: CPU seconds (user + system, all threads,
+//!   from /proc) per 10^9 bytes relayed, where an upload of N bytes relays N and an echo of N
+//!   bytes relays 2N. `--baseline BIN` measures a second binary back to back on every line and
+//!   prints candidate / baseline ratios (same run, same load).
 //! * `handshakes` — sessions per second (connect, handshake, DC link, one round trip, close)
 //!   with 1 user, and with N users (default 10,000) where every session uses another user.
 //! * `idle` — proxy VmRSS growth per idle session with 2,000 sessions held open.
@@ -96,6 +99,9 @@ pub struct Options {
     pub modes: Vec<BenchMode>,
     /// Build the mtproxyd release binary if it is missing.
     pub build: bool,
+    /// Another mtproxyd binary measured beside the candidate in the throughput scenario
+    /// (each line back to back, plus a candidate / baseline ratio line).
+    pub baseline: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -112,6 +118,7 @@ impl Default for Options {
             idle: 2_000,
             modes: BenchMode::ALL.to_vec(),
             build: true,
+            baseline: None,
         }
     }
 }
@@ -235,7 +242,21 @@ pub async fn run(o: &Options) -> Report {
         }
     }
     if matches!(o.scenario, Scenario::Throughput | Scenario::All) {
-        throughput(&one, &dcs, &modes, &ceil, o, &mut rep).await;
+        let baseline = match &o.baseline {
+            Some(bin) => match proxy::spawn(bin, 1, dcs.sink.addr(), dcs.echo.addr()).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    rep.err("baseline proxy", e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut measured = vec![("candidate", &one)];
+        if let Some(b) = &baseline {
+            measured.push(("baseline", b));
+        }
+        throughput(&measured, &dcs, &modes, &ceil, o, &mut rep).await;
     }
     if matches!(o.scenario, Scenario::Handshakes | Scenario::All) {
         handshake_rates(&dcs, &one, many_ref, &modes, o, &mut rep).await;
@@ -282,8 +303,41 @@ pub async fn run(o: &Options) -> Report {
     rep
 }
 
-async fn throughput(
+/// One throughput measurement: payload rate and the proxy's CPU cost.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    mib_s: f64,
+    /// Proxy CPU seconds (user + system, all threads) per 10^9 bytes it relayed; `None` when
+    /// the proxy's pid is unknown.
+    cpu_s_per_gb: Option<f64>,
+}
+
+/// Runs `f` and charges the proxy CPU time it took to `relayed` bytes (client → DC plus
+/// DC → client payload: an echo of N bytes relays 2N).
+async fn measured(
     p: &ProxyHandle,
+    relayed: u64,
+    f: impl std::future::Future<Output = Result<f64, String>>,
+) -> Result<Rate, String> {
+    let before = p.pid.and_then(proxy::cpu_time);
+    let mib_s = f.await?;
+    let after = p.pid.and_then(proxy::cpu_time);
+    let cpu_s_per_gb = before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b).as_secs_f64() / (relayed as f64 / 1e9));
+    Ok(Rate {
+        mib_s,
+        cpu_s_per_gb,
+    })
+}
+
+fn cpu_text(r: &Rate) -> String {
+    r.cpu_s_per_gb
+        .map_or_else(|| "   n/a".into(), |c| format!("{c:6.3}"))
+}
+
+async fn throughput(
+    proxies: &[(&str, &ProxyHandle)],
     dcs: &Dcs,
     modes: &[BenchMode],
     ceil: &[(usize, f64, f64)],
@@ -293,30 +347,65 @@ async fn throughput(
     let total = o.mib << 20;
     for &mode in modes {
         for conns in CONNS {
-            let t = Target::Proxy(p);
-            let up = scenarios::upload(t, dcs, mode, conns, total).await;
-            let ec = scenarios::echo(t, mode, conns, total).await;
             let (cu, ce) = ceil
                 .iter()
                 .find(|c| c.0 == conns)
                 .map(|c| (c.1, c.2))
                 .unwrap_or((f64::NAN, f64::NAN));
-            match (up, ec) {
-                (Ok(up), Ok(ec)) => rep.ok(
-                    format!(
-                        "throughput mode={:7} conns={conns}  upload={up:9.1} MiB/s (x{:.2} of ceiling)  echo={ec:9.1} MiB/s (x{:.2})",
-                        mode.name(),
-                        up / cu,
-                        ec / ce
+            // With a baseline, both proxies are measured back to back per line, so their
+            // ratio shares the machine's load of the moment.
+            let mut rates: Vec<(Rate, Rate)> = Vec::new();
+            for &(label, p) in proxies {
+                let t = Target::Proxy(p);
+                let up = measured(p, total, scenarios::upload(t, dcs, mode, conns, total)).await;
+                let ec = measured(p, 2 * total, scenarios::echo(t, mode, conns, total)).await;
+                match (up, ec) {
+                    (Ok(up), Ok(ec)) => {
+                        rep.ok(
+                            format!(
+                                "throughput {label:9} mode={:7} conns={conns}  upload={:9.1} MiB/s (x{:.2} of ceiling) cpu={} s/GB  echo={:9.1} MiB/s (x{:.2}) cpu={} s/GB",
+                                mode.name(),
+                                up.mib_s,
+                                up.mib_s / cu,
+                                cpu_text(&up),
+                                ec.mib_s,
+                                ec.mib_s / ce,
+                                cpu_text(&ec),
+                            ),
+                            json!({"kind": "throughput", "proxy": label, "mode": mode.name(),
+                                   "conns": conns, "upload_mib_s": up.mib_s, "echo_mib_s": ec.mib_s,
+                                   "upload_ratio": up.mib_s / cu, "echo_ratio": ec.mib_s / ce,
+                                   "upload_cpu_s_per_gb": up.cpu_s_per_gb,
+                                   "echo_cpu_s_per_gb": ec.cpu_s_per_gb}),
+                        );
+                        rates.push((up, ec));
+                    }
+                    (a, b) => rep.err(
+                        &format!("throughput {label} {} conns={conns}", mode.name()),
+                        format!("{:?} / {:?}", a.err(), b.err()),
                     ),
-                    json!({"kind": "throughput", "mode": mode.name(), "conns": conns,
-                           "upload_mib_s": up, "echo_mib_s": ec,
-                           "upload_ratio": up / cu, "echo_ratio": ec / ce}),
-                ),
-                (a, b) => rep.err(
-                    &format!("throughput {} conns={conns}", mode.name()),
-                    format!("{:?} / {:?}", a.err(), b.err()),
-                ),
+                }
+            }
+            if let [(cu, ce), (bu, be)] = rates[..] {
+                let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+                let (ucpu, ecpu) = (
+                    ratio(cu.cpu_s_per_gb, bu.cpu_s_per_gb),
+                    ratio(ce.cpu_s_per_gb, be.cpu_s_per_gb),
+                );
+                let f = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}"));
+                rep.ok(
+                    format!(
+                        "throughput ratio     mode={:7} conns={conns}  upload MiB/s x{:.2} cpu/GB x{}  echo MiB/s x{:.2} cpu/GB x{}  (candidate / baseline)",
+                        mode.name(),
+                        cu.mib_s / bu.mib_s,
+                        f(ucpu),
+                        ce.mib_s / be.mib_s,
+                        f(ecpu),
+                    ),
+                    json!({"kind": "throughput_ratio", "mode": mode.name(), "conns": conns,
+                           "upload_mib_s": cu.mib_s / bu.mib_s, "echo_mib_s": ce.mib_s / be.mib_s,
+                           "upload_cpu_per_gb": ucpu, "echo_cpu_per_gb": ecpu}),
+                );
             }
         }
     }

@@ -10,7 +10,8 @@ const USAGE: &str = "usage: dpbench <ceiling|throughput|handshakes|idle|all> [fl
   --sink-port P --echo-port P             fixed TestDc ports (for an external proxy's dc_overrides:
                                           DC 1 -> sink, DC 2 -> echo)
   --users N (10000)  --mib N (128)  --handshakes N (2000)  --concurrency N (16)  --idle N (2000)
-  --modes classic,secure,tls               --no-build (do not build a missing mtproxyd)";
+  --modes classic,secure,tls               --no-build (do not build a missing mtproxyd)
+  --baseline BIN                           also measure BIN's relay throughput and CPU/GB, with ratios";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
@@ -45,6 +46,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--no-build" => o.build = false,
+            "--baseline" => o.baseline = Some(val()?.into()),
             // `cargo bench` passes this to harness=false targets.
             "--bench" => {}
             s if !s.starts_with('-') && scenario.is_none() => {

@@ -175,6 +175,43 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) the process `pid` has used so far, over all its threads.
+///
+/// Why schedstat: `/proc/<pid>/stat` counts in scheduler ticks (10 ms), too coarse for a
+/// transfer that costs a tenth of a second; `/proc/<pid>/task/*/schedstat` has nanoseconds.
+/// Threads that already exited are missing from it, which is fine for the proxy's long-lived
+/// runtime workers; without schedstat (kernel built without it) the tick counts are used.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    schedstat_ns(pid)
+        .map(Duration::from_nanos)
+        .or_else(|| stat_ticks(pid).map(|t| Duration::from_millis(t * 10)))
+}
+
+fn schedstat_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread may exit between the listing and the read: skip it.
+        let Ok(s) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// utime + stime in clock ticks (USER_HZ, 100 on Linux).
+fn stat_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3 of the man page, utime 14, stime 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +232,19 @@ mod tests {
     fn rss_of_self_is_positive() {
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert_eq!(rss_kib(u32::MAX), None);
+    }
+
+    #[test]
+    fn cpu_time_of_self_grows() {
+        let pid = std::process::id();
+        let a = cpu_time(pid).expect("own cpu time");
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_time(pid).expect("own cpu time") > a);
+        assert!(stat_ticks(pid).is_some());
+        assert_eq!(cpu_time(u32::MAX), None);
     }
 }

@@ -8,8 +8,8 @@ use config::UpstreamKind;
 use proto::socks::BoundAddr;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::stream::DcStream;
 use super::{socks, ss, UpstreamError, UpstreamRouteKind};
+use crate::outbound::OutboundStream;
 
 /// Parsed connection settings of one upstream.
 pub(super) enum Route {
@@ -165,7 +165,7 @@ pub(super) async fn proxy_connect(
 pub(super) async fn connect_via(
     route: &Route,
     target: SocketAddr,
-) -> Result<(DcStream, Option<BoundAddr>), UpstreamError> {
+) -> Result<(OutboundStream, Option<BoundAddr>), UpstreamError> {
     match route {
         Route::Direct {
             interface,
@@ -183,7 +183,7 @@ pub(super) async fn connect_via(
             let local = (!family.is_empty())
                 .then(|| family[rr.fetch_add(1, Ordering::Relaxed) % family.len()]);
             let s = tcp_connect(target, interface.as_ref(), local).await?;
-            Ok((DcStream::Tcp(s), None))
+            Ok((OutboundStream::Tcp(s), None))
         }
         Route::Socks4 {
             address,
@@ -193,7 +193,7 @@ pub(super) async fn connect_via(
             let mut s = proxy_connect(address, interface.as_ref()).await?;
             let bound = socks::socks4(&mut s, target, user_id).await?;
             let _ = s.set_nodelay(true);
-            Ok((DcStream::Tcp(s), Some(bound)))
+            Ok((OutboundStream::Tcp(s), Some(bound)))
         }
         Route::Socks5 {
             address,
@@ -204,7 +204,7 @@ pub(super) async fn connect_via(
             let c = creds.as_ref().map(|(u, p)| (u.as_slice(), p.as_slice()));
             let bound = socks::socks5(&mut s, target, c).await?;
             let _ = s.set_nodelay(true);
-            Ok((DcStream::Tcp(s), Some(bound)))
+            Ok((OutboundStream::Tcp(s), Some(bound)))
         }
         Route::Shadowsocks(t) => {
             let stream = ss::connect(t, target).await?;

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!  session ─► select (healthy ∧ unscoped, weight × 1000/latency_ms) ─► attempt 1..=N
-//!                  each attempt: connect(proxy | DC) ─► [SOCKS / SS handshake] ─► DcStream
+//!                  each attempt: connect(proxy | DC) ─► [SOCKS / SS handshake] ─► OutboundStream
 //!  cycle failed ─► fails += 1 ─► fails ≥ threshold ⇒ unhealthy ─► probes every tick until ok
 //! ```
 
@@ -19,7 +19,6 @@ mod health;
 mod snapshot;
 mod socks;
 mod ss;
-pub(crate) mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,13 +34,13 @@ use stats::Stats;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbound::OutboundStream;
 use connect::{connect_via, Route};
 use snapshot::classify_bnd;
 pub use snapshot::{
     BndAddrStatus, BndObservation, BndPortStatus, IpPreference, UpstreamDcRow, UpstreamRouteKind,
     UpstreamRow,
 };
-use stream::DcStream;
 
 /// DC rows kept per upstream (DC 1..=5; media DCs share their main DC's row).
 const NUM_DCS: usize = 5;
@@ -344,7 +343,7 @@ impl Upstreams {
         &self,
         dc: i16,
         targets: &[SocketAddr],
-    ) -> Result<DcStream, UpstreamError> {
+    ) -> Result<OutboundStream, UpstreamError> {
         let set = self.set.load_full();
         let row = dc_row(dc);
         let Some(idx) = Self::select(&set, row) else {

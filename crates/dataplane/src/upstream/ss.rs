@@ -10,8 +10,8 @@ use shadowsocks::context::{Context, SharedContext};
 use shadowsocks::{ProxyClientStream, ServerConfig};
 
 use super::connect::{proxy_connect, Iface};
-use super::stream::DcStream;
 use super::UpstreamError;
+use crate::outbound::OutboundStream;
 
 /// A configured Shadowsocks server.
 pub(crate) struct SsTarget {
@@ -40,9 +40,12 @@ impl SsTarget {
 }
 
 /// Connects to the server; the tunnel to `target` is established by the first write.
-pub(crate) async fn connect(t: &SsTarget, target: SocketAddr) -> Result<DcStream, UpstreamError> {
+pub(crate) async fn connect(
+    t: &SsTarget,
+    target: SocketAddr,
+) -> Result<OutboundStream, UpstreamError> {
     let tcp = proxy_connect(&t.server, t.interface.as_ref()).await?;
     let _ = tcp.set_nodelay(true);
     let stream = ProxyClientStream::from_stream(t.ctx.clone(), tcp, &t.cfg, target);
-    Ok(DcStream::Tunnel(Box::new(stream)))
+    Ok(OutboundStream::Tunnel(Box::new(stream)))
 }

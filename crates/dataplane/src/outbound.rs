@@ -1,14 +1,23 @@
-//! The DC-side byte stream of one session, chosen once per session: a plain TCP socket
-//! (direct and SOCKS upstreams: after the SOCKS reply the socket is the tunnel) or a boxed
-//! encrypting stream (Shadowsocks).
+//! The outbound byte stream of one session: what an upstream connect returns, whichever route
+//! the session takes (the direct route's DC link today; a middle-proxy link uses the same
+//! type). Chosen once per session: a plain TCP socket (direct and SOCKS upstreams: after the
+//! SOCKS reply the socket is the tunnel) or a boxed encrypting stream (Shadowsocks).
 //!
-//! Why two shapes: the direct path keeps its readiness-based I/O on `&TcpStream` (no split,
-//! no lock, lazy buffers); only Shadowsocks sessions pay for a boxed `AsyncRead + AsyncWrite`
-//! split in two halves. The relay is generic over [`DcRead`] / [`DcWrite`], so each shape is
-//! monomorphised and the per-chunk path has no extra indirection.
+//! Owns: the two shapes and the poll-based read / write traits relay loops are generic over.
+//! Must not: know about routes, obfuscated2 or framing (the relay modules do), or allocate.
+//!
+//! Why two shapes: the TCP shape keeps readiness-based I/O on `&TcpStream` (no split, no lock,
+//! lazy buffers); only Shadowsocks sessions pay for a boxed `AsyncRead + AsyncWrite` split in
+//! two halves. Relay loops are generic over [`OutboundRead`] / [`OutboundWrite`], so each shape
+//! is monomorphised and the per-chunk path has no extra indirection.
+//!
+//! ```text
+//!  upstream::connect ─► OutboundStream ─┬─ Tcp(TcpStream)      ─► &TcpStream as read + write
+//!                                       └─ Tunnel(Box<dyn ..>) ─► split: ReadHalf / WriteHalf
+//! ```
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -21,13 +30,13 @@ use crate::io_util;
 pub(crate) trait Tunnel: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Tunnel for T {}
 
-/// An open stream to the DC (before the obfuscated2 init is written).
-pub(crate) enum DcStream {
+/// An open outbound stream (to a DC or a middle proxy), before any route-specific bytes.
+pub(crate) enum OutboundStream {
     Tcp(TcpStream),
     Tunnel(Box<dyn Tunnel>),
 }
 
-impl DcStream {
+impl OutboundStream {
     /// Writes all of `buf`.
     pub(crate) async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
@@ -40,33 +49,52 @@ impl DcStream {
     }
 }
 
-/// Read side of the DC stream as the relay sees it (poll-based, so generic relay futures
+/// Read side of an outbound stream as a relay loop sees it (poll-based, so generic relay futures
 /// stay `Send` without higher-ranked trait bounds).
-pub(crate) trait DcRead: Send {
+pub(crate) trait OutboundRead: Send {
     /// Ready once a read may make progress (lets the caller allocate lazily).
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Reads some bytes (0 = end of stream); `WouldBlock` means "wait for ready again".
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    /// Reads into `bufs` in order, like [`Self::poll_read`]. A socket fills them with one
+    /// syscall; the default fills only the first non-empty one.
+    fn poll_read_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match bufs.iter_mut().find(|b| !b.is_empty()) {
+            Some(b) => self.poll_read(cx, b),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
 }
 
-/// Write side of the DC stream as the relay sees it.
-pub(crate) trait DcWrite: Send {
+/// Write side of an outbound stream as a relay loop sees it.
+pub(crate) trait OutboundWrite: Send {
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Half-close (FIN after pending data).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
-impl DcRead for &TcpStream {
+impl OutboundRead for &TcpStream {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
     }
     fn poll_read(&mut self, _cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         Poll::Ready(self.try_read(buf))
     }
+    fn poll_read_vectored(
+        &mut self,
+        _cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.try_read_vectored(bufs))
+    }
 }
 
-impl DcWrite for &TcpStream {
+impl OutboundWrite for &TcpStream {
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.poll_write_ready(cx))?;
@@ -85,7 +113,7 @@ impl DcWrite for &TcpStream {
     }
 }
 
-impl DcRead for ReadHalf<Box<dyn Tunnel>> {
+impl OutboundRead for ReadHalf<Box<dyn Tunnel>> {
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -96,7 +124,7 @@ impl DcRead for ReadHalf<Box<dyn Tunnel>> {
     }
 }
 
-impl DcWrite for WriteHalf<Box<dyn Tunnel>> {
+impl OutboundWrite for WriteHalf<Box<dyn Tunnel>> {
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         AsyncWrite::poll_write(Pin::new(self), cx, buf)
     }
@@ -109,17 +137,12 @@ impl DcWrite for WriteHalf<Box<dyn Tunnel>> {
 }
 
 /// Waits until `r` may be read.
-pub(crate) async fn ready<R: DcRead>(r: &mut R) -> io::Result<()> {
+pub(crate) async fn ready<R: OutboundRead>(r: &mut R) -> io::Result<()> {
     poll_fn(|cx| r.poll_ready(cx)).await
 }
 
-/// Reads some bytes.
-pub(crate) async fn read<R: DcRead>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    poll_fn(|cx| r.poll_read(cx, buf)).await
-}
-
 /// Writes all of `buf` and flushes.
-pub(crate) async fn write_all<W: DcWrite>(w: &mut W, mut buf: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all<W: OutboundWrite>(w: &mut W, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         let n = poll_fn(|cx| w.poll_write(cx, buf)).await?;
         if n == 0 {
@@ -131,6 +154,6 @@ pub(crate) async fn write_all<W: DcWrite>(w: &mut W, mut buf: &[u8]) -> io::Resu
 }
 
 /// Half-closes the write side.
-pub(crate) async fn shutdown<W: DcWrite>(w: &mut W) {
+pub(crate) async fn shutdown<W: OutboundWrite>(w: &mut W) {
     let _ = poll_fn(|cx| w.poll_shutdown(cx)).await;
 }
