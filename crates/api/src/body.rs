@@ -1,4 +1,4 @@
-//! Request body reading: the size limit is enforced while streaming (DECISIONS #8), so an
+//! Request body reading: the size limit is enforced while streaming (docs/DECISIONS.md #8), so an
 //! oversized body is refused after at most `limit + one frame` bytes, never buffered whole.
 
 use bytes::{Buf, Bytes};

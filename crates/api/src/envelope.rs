@@ -15,7 +15,7 @@ use serde::Serialize;
 /// The body type of every API response.
 pub type ApiBody = Full<Bytes>;
 
-/// Content type of every API response (API.md "Protocol Contract").
+/// Content type of every API response (docs/API.md "Protocol Contract").
 pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// A request failure: HTTP status + machine code + short human message.
@@ -175,7 +175,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ApiBody> {
     resp
 }
 
-/// Builds the error envelope; 405 also carries `Allow` (DECISIONS #4).
+/// Builds the error envelope; 405 also carries `Allow` (docs/DECISIONS.md #4).
 pub fn error_response(request_id: u64, err: &ApiError) -> Response<ApiBody> {
     let env = ErrorEnvelope {
         ok: false,

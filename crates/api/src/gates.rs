@@ -7,7 +7,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
-/// Whitelist gate (DECISIONS #2): an empty list allows everyone; an IPv4-mapped IPv6 peer is
+/// Whitelist gate (docs/DECISIONS.md #2): an empty list allows everyone; an IPv4-mapped IPv6 peer is
 /// matched as its IPv4 address (and still as itself). A request without a known peer is only
 /// allowed by an empty list.
 pub fn whitelist_allows(whitelist: &[IpNet], peer: Option<IpAddr>) -> bool {
@@ -26,7 +26,7 @@ pub fn whitelist_allows(whitelist: &[IpNet], peer: Option<IpAddr>) -> bool {
         .any(|net| net.contains(&peer) || mapped.is_some_and(|v4| net.contains(&v4)))
 }
 
-/// Authorization gate (DECISIONS #3): exact byte equality with the configured value, compared
+/// Authorization gate (docs/DECISIONS.md #3): exact byte equality with the configured value, compared
 /// in constant time. An empty configured value disables the gate. Only the first header counts.
 pub fn authorized(expected: &str, headers: &HeaderMap) -> bool {
     if expected.is_empty() {
@@ -38,7 +38,7 @@ pub fn authorized(expected: &str, headers: &HeaderMap) -> bool {
     }
 }
 
-/// If-Match (DECISIONS #14): first header only, surrounding whitespace then surrounding double
+/// If-Match (docs/DECISIONS.md #14): first header only, surrounding whitespace then surrounding double
 /// quotes trimmed. A header that is not visible ASCII, or empty after trimming, is treated as a
 /// revision that can never match (so the write is refused with 409 rather than done blindly).
 pub fn if_match(headers: &HeaderMap) -> Option<String> {

@@ -1,11 +1,11 @@
-//! `api`: the control-plane HTTP API (`/v1`, API.md + DECISIONS.md).
+//! `api`: the control-plane HTTP API (`/v1`, docs/API.md + docs/DECISIONS.md).
 //!
-//! Core (this file, `server`, `service`, `gates`, `routes`, `body`, `envelope`, `users`,
-//! `links`, `state`) owns the hyper server, the gate pipeline, routing, envelopes, request ids,
-//! body reading, If-Match and the users endpoints. `runtime` (the port to the running proxy)
-//! and `views` (every other read-only endpoint) are owned by helper VIEWS.
+//! Owns: the hyper server (`server`), the gate pipeline (`service`, `gates`), routing
+//! (`routes`), envelopes and request ids (`envelope`, `state`), body reading (`body`), the
+//! users endpoints (`users`, with `links`), config over HTTP (`config_routes`, `reload`), the
+//! read-only views (`views`) and the port to the running proxy (`runtime`).
 //! Must not: reach into the data plane other than through [`runtime::Runtime`], write the
-//! config file other than through `config::ConfigStore::apply`, keep process-wide statics.
+//! config file other than through `config::ConfigStore`, keep process-wide statics.
 
 pub mod body;
 pub mod config_routes;

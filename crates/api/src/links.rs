@@ -1,4 +1,4 @@
-//! `tg://proxy` link generation (API.md "Link generation", DECISIONS #21).
+//! `tg://proxy` link generation (docs/API.md "Link generation", docs/DECISIONS.md #21).
 //!
 //! Everything that depends only on the config snapshot and detected addresses (hosts, port,
 //! modes, TLS domain hex) is computed once per request into a [`LinkPlan`]; per user only the
@@ -87,7 +87,7 @@ fn push_unique(hosts: &mut Vec<String>, host: String) {
     }
 }
 
-/// Resolves link hosts by API.md's rules; the result is never empty.
+/// Resolves link hosts by docs/API.md's rules; the result is never empty.
 pub fn resolve_hosts(inp: &LinkInputs<'_>) -> Vec<String> {
     if let Some(host) = inp.public_host.map(str::trim).filter(|h| !h.is_empty()) {
         return vec![host_text(host)];

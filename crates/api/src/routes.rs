@@ -1,6 +1,6 @@
 //! Route and method matching for the routes the core owns (users). Matching is on the exact
 //! raw path (no trailing-slash trimming, no percent-decoding; the query is not part of
-//! `Uri::path`) — DECISIONS #4. The lifecycle routes added after the contract (`enable`,
+//! `Uri::path`) — docs/DECISIONS.md #4. The lifecycle routes added after the contract (`enable`,
 //! `disable`, `reset-quota`) also match with one trailing slash, as telemt 3.4 does.
 
 use http::Method;

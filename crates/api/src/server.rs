@@ -1,5 +1,5 @@
 //! The hyper 1 HTTP/1.1 server: connection cap, header read timeout, idle timeout and graceful
-//! shutdown (DECISIONS #7). Each connection feeds requests into [`ApiService`], with the TCP peer
+//! shutdown (docs/DECISIONS.md #7). Each connection feeds requests into [`ApiService`], with the TCP peer
 //! address attached as a [`PeerAddr`] extension for the whitelist gate.
 
 use std::convert::Infallible;

@@ -1,4 +1,4 @@
-//! The per-request service: the gate pipeline in API.md's order, then dispatch to the users
+//! The per-request service: the gate pipeline in docs/API.md's order, then dispatch to the users
 //! handlers or the read-only views. Usable without a socket through `tower::ServiceExt::oneshot`.
 
 use std::convert::Infallible;
@@ -71,7 +71,7 @@ impl ApiService {
         B::Data: Buf,
     {
         // One snapshot per request: every gate and the handler see the same config, and
-        // server.api changes apply to the next request without restart (DECISIONS #25).
+        // server.api changes apply to the next request without restart (docs/DECISIONS.md #25).
         let snapshot = self.state.store().current();
         let api = &snapshot.config.server.api;
         if !api.enabled {

@@ -62,7 +62,7 @@ impl ApiState {
         &self.inner.reloads
     }
 
-    /// Takes the next request id (DECISIONS #6: process-wide, from 1, one per request).
+    /// Takes the next request id (docs/DECISIONS.md #6: process-wide, from 1, one per request).
     pub fn next_request_id(&self) -> u64 {
         self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -1,5 +1,5 @@
-//! Gate order, routing edge cases, envelopes and request ids (API.md error and routing tables,
-//! DECISIONS #1–#6, #25), driven through `oneshot` with no socket.
+//! Gate order, routing edge cases, envelopes and request ids (docs/API.md error and routing tables,
+//! docs/DECISIONS.md #1–#6, #25), driven through `oneshot` with no socket.
 
 mod common;
 
@@ -19,7 +19,7 @@ async fn whitelist_is_403_before_auth_and_routing() {
     let f = Fixture::new(r#"auth_header = "Bearer s""#);
     let r = f.send(req_from("GET", "/nope", None, "10.1.1.1:1")).await;
     r.assert_error(403, "forbidden");
-    // IPv4-mapped IPv6 loopback is matched as 127.0.0.1 (DECISIONS #2).
+    // IPv4-mapped IPv6 loopback is matched as 127.0.0.1 (docs/DECISIONS.md #2).
     let mut rq = req_from("GET", "/v1/users", None, "[::ffff:127.0.0.1]:5");
     rq.headers_mut()
         .insert("authorization", "Bearer s".parse().expect("hv"));

@@ -481,7 +481,7 @@ async fn parallel_patches_with_same_if_match_one_wins() {
 
 #[tokio::test]
 async fn ipv4_mapped_peer_matches_ipv4_whitelist() {
-    // A dual-stack listener sees an IPv4 client as ::ffff:127.0.0.1 (DECISIONS #2).
+    // A dual-stack listener sees an IPv4 client as ::ffff:127.0.0.1 (docs/DECISIONS.md #2).
     let Ok(listener) = TcpListener::bind("[::]:0").await else {
         return; // no IPv6 on this host: nothing to check
     };

@@ -67,7 +67,7 @@ impl NewUser {
     }
 }
 
-/// JSON merge-patch for one optional field (DECISIONS #11): omitted → `Keep`, `null` → `Clear`
+/// JSON merge-patch for one optional field (docs/DECISIONS.md #11): omitted → `Keep`, `null` → `Clear`
 /// (falls back to the global default), value → `Set`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FieldPatch<T> {

@@ -1,4 +1,4 @@
-//! Shadowsocks SIP002 URLs of `[[upstreams]] type = "shadowsocks"` (PROTOCOL.md §9.4):
+//! Shadowsocks SIP002 URLs of `[[upstreams]] type = "shadowsocks"` (docs/PROTOCOL.md §9.4):
 //! `ss://<base64url(method:password)>@host:port` or `ss://<percent-encoded method:password>@host:port`
 //! (the only form for 2022 ciphers), optional `/`, `?query` and `#tag`.
 //!

@@ -88,7 +88,7 @@ impl UserSecret {
     }
 }
 
-/// Validates a username: `[A-Za-z0-9_.-]{1,64}` (DECISIONS #10).
+/// Validates a username: `[A-Za-z0-9_.-]{1,64}` (docs/DECISIONS.md #10).
 pub fn validate_username(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 64 {
         return Err("username must be 1..64 characters long".to_string());

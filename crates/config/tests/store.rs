@@ -366,7 +366,7 @@ fn out_of_range_values_and_if_match_spelling() {
     let r = store.apply(None, UserEdit::Create(n));
     assert!(matches!(r, Err(EditError::Invalid(m)) if m.contains("data_quota_bytes")));
     assert_eq!(read(&path), before);
-    // Quoted / padded If-Match values are accepted (DECISIONS #14).
+    // Quoted / padded If-Match values are accepted (docs/DECISIONS.md #14).
     let quoted = format!(" \"{}\" ", store.current().revision);
     store
         .apply(

@@ -1,4 +1,4 @@
-//! Direct route: choosing a Telegram DC address from the client's DC index (PROTOCOL.md
+//! Direct route: choosing a Telegram DC address from the client's DC index (docs/PROTOCOL.md
 //! §6.1–§6.2) and opening the proxy's own obfuscated2 link to it (§6.3).
 //!
 //! Owns: the built-in DC table, `[dc_overrides]`, `default_dc`, `[network]` family choice,

@@ -1,6 +1,6 @@
 //! Client handshake driver: socket I/O and clocks around `proto`'s sans-IO
 //! [`ServerHandshake`] (which owns detection, ClientHello validation, the replay checks, the
-//! ServerHello, the inner init and multi-user matching, PROTOCOL.md §2.5, §4, §5), plus the
+//! ServerHello, the inner init and multi-user matching, docs/PROTOCOL.md §2.5, §4, §5), plus the
 //! per-client-IP "last matched user" hint.
 //!
 //! Owns: reading (keeping every byte read, so a rejected client can be masked with all of

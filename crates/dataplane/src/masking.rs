@@ -1,4 +1,4 @@
-//! Masking bad clients (PROTOCOL.md §4.8): relay them, with every byte already read, to
+//! Masking bad clients (docs/PROTOCOL.md §4.8): relay them, with every byte already read, to
 //! `censorship.mask_host:mask_port` (or `mask_unix_sock`), so an active prober sees the real
 //! web site; with `mask = false`, read and discard until EOF or a cap, then close.
 //!

@@ -69,7 +69,7 @@ impl UserRuntime {
     }
 
     /// Stores this user's limits. `limits` holds the per-user table entries found for it (the
-    /// effective-value rules are config's, DECISIONS #20).
+    /// effective-value rules are config's, docs/DECISIONS.md #20).
     fn set_limits(&self, a: &config::Access, limits: &UserLimits<'_>) {
         self.quota_bytes
             .store(limits.quota.copied().unwrap_or(NO_LIMIT), Ordering::Relaxed);
@@ -119,7 +119,7 @@ impl<'a, V> SortedCursor<'a, V> {
     }
 }
 
-/// Where bad clients are sent (PROTOCOL.md §4.8).
+/// Where bad clients are sent (docs/PROTOCOL.md §4.8).
 #[derive(Clone, Debug)]
 pub(crate) enum MaskTarget {
     /// `censorship.mask = false`: read and discard, then close.
@@ -193,7 +193,7 @@ pub(crate) struct Policy {
     pub(crate) proxy_protocol: ProxyProtocolPolicy,
 }
 
-/// The replay caches (PROTOCOL.md §5), kept across publishes; resized in place when
+/// The replay caches (docs/PROTOCOL.md §5), kept across publishes; resized in place when
 /// `replay_check_len` / `replay_window_secs` change.
 pub(crate) struct ReplayCaches {
     pub(crate) obfs: ShardedReplayCache<OBFS_REPLAY_KEY_LEN>,

@@ -101,7 +101,7 @@ async fn hand_edits_apply_without_restart_and_broken_edits_keep_the_old_config()
     assert!(info["last_config_reload_epoch_secs"].is_u64(), "{info}");
     let good_revision = info["config_hash"].as_str().unwrap().to_owned();
 
-    // Broken hand edit: reported, old config kept; the revision is the file's (DECISIONS #13).
+    // Broken hand edit: reported, old config kept; the revision is the file's (docs/DECISIONS.md #13).
     let broken = b"this is [not toml\n";
     std::fs::write(&r.config, broken).unwrap();
     wait_for_reload_failures(&r, 1).await;

@@ -1,4 +1,4 @@
-//! AES-256-CTR stream ciphers as used by obfuscated2 (PROTOCOL.md §2.3).
+//! AES-256-CTR stream ciphers as used by obfuscated2 (docs/PROTOCOL.md §2.3).
 //!
 //! Owns: the keystream type the data plane applies in place to every byte of a
 //! connection, and the cipher pair of one side of a link. Must not know about

@@ -1,4 +1,4 @@
-//! Telegram DC addresses for direct mode (PROTOCOL.md §6.1, §6.2).
+//! Telegram DC addresses for direct mode (docs/PROTOCOL.md §6.1, §6.2).
 //!
 //! Owns: the built-in DC table and the index → table-row rule. Must not: know
 //! `dc_overrides`, `default_dc` or the preferred family (the caller applies
@@ -56,7 +56,7 @@ pub fn dc_table_addr(dc: i16, ipv6: bool) -> Option<SocketAddr> {
     }
 }
 
-/// Offset tdlib adds to the index of a test-server DC (PROTOCOL.md §2.4, unverified).
+/// Offset tdlib adds to the index of a test-server DC (docs/PROTOCOL.md §2.4, unverified).
 pub const TEST_DC_OFFSET: i16 = 10_000;
 
 /// The CDN DC real clients ask for (§6.1).

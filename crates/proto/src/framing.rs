@@ -1,4 +1,4 @@
-//! Client framings inside the decrypted obfuscated2 stream (PROTOCOL.md §3).
+//! Client framings inside the decrypted obfuscated2 stream (docs/PROTOCOL.md §3).
 //!
 //! Owns: sans-IO encode and incremental decode of abridged, intermediate and
 //! padded-intermediate frames, quick-ack bits and quick-ack answers, and the

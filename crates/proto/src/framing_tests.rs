@@ -1,4 +1,4 @@
-//! Unit tests and proptests for `framing` (PROTOCOL.md §3.6 self-checks).
+//! Unit tests and proptests for `framing` (docs/PROTOCOL.md §3.6 self-checks).
 
 use super::*;
 use proptest::prelude::*;

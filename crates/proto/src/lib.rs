@@ -1,4 +1,4 @@
-//! `proto`: the sans-IO wire truth of the MTProto proxy (PROTOCOL.md).
+//! `proto`: the sans-IO wire truth of the MTProto proxy (docs/PROTOCOL.md).
 //!
 //! Owns: constants, key derivation, AES-CTR applied in place, parse/build of
 //! every client-facing wire format (obfuscated2 init, abridged / intermediate /

@@ -1,5 +1,5 @@
 //! Obfuscated2: the 64-byte init that opens every MTProto transport connection
-//! (PROTOCOL.md §2, §6.3).
+//! (docs/PROTOCOL.md §2, §6.3).
 //!
 //! Owns: the init layout, protocol tags, DC index, the forbidden-first-bytes
 //! rules, key derivation in both directions, and building/opening an init for
@@ -46,7 +46,7 @@ impl<F: FnMut(&mut [u8])> RandomSource for F {
     }
 }
 
-/// Client transport selected by the init (PROTOCOL.md §2.4).
+/// Client transport selected by the init (docs/PROTOCOL.md §2.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProtoTag {
     /// `ef ef ef ef`, abridged framing.
@@ -90,7 +90,7 @@ impl ProtoTag {
     }
 }
 
-/// The transport an init arrived on (PROTOCOL.md §3.5).
+/// The transport an init arrived on (docs/PROTOCOL.md §3.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// Obfuscated2 directly on TCP.
@@ -232,7 +232,7 @@ fn keyed(material: &[u8; 32], secret: &Secret) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// True when a generated init must be redrawn (PROTOCOL.md §2.2).
+/// True when a generated init must be redrawn (docs/PROTOCOL.md §2.2).
 pub fn is_forbidden_prefix(init: &[u8; INIT_LEN]) -> bool {
     const BAD4: [[u8; 4]; 7] = [
         *b"HEAD",
@@ -301,7 +301,7 @@ impl ObfuscatedInit {
         &self.bytes
     }
 
-    /// The replay-cache key `I[8..56]` (PROTOCOL.md §5).
+    /// The replay-cache key `I[8..56]` (docs/PROTOCOL.md §5).
     pub fn replay_key(&self) -> [u8; 48] {
         let mut k = [0u8; 48];
         k.copy_from_slice(&self.bytes[8..56]);

@@ -1,4 +1,4 @@
-//! Unit tests and proptests for `obfs2` (PROTOCOL.md vectors O1, O2).
+//! Unit tests and proptests for `obfs2` (docs/PROTOCOL.md vectors O1, O2).
 
 use super::*;
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! PROXY protocol v1 and v2 headers (PROTOCOL.md §8).
+//! PROXY protocol v1 and v2 headers (docs/PROTOCOL.md §8).
 //!
 //! Owns: incremental parsing of an inbound header (needs-more / done /
 //! invalid) and building v1/v2 headers for the mask host (§8.3). Must not:

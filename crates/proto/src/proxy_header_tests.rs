@@ -1,4 +1,4 @@
-//! Unit tests and proptests for `proxy_header` (PROTOCOL.md §8.2 self-check).
+//! Unit tests and proptests for `proxy_header` (docs/PROTOCOL.md §8.2 self-check).
 
 use super::*;
 use proptest::prelude::*;

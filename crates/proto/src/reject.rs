@@ -26,7 +26,7 @@
 /// What the data plane does with a refused client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disposition {
-    /// Relay to the mask host with every byte read so far (PROTOCOL.md §4.8).
+    /// Relay to the mask host with every byte read so far (docs/PROTOCOL.md §4.8).
     Mask,
     /// Close without answering (unknown SNI with `drop`, a vanished client).
     Drop,

@@ -1,4 +1,4 @@
-//! Replay protection primitive (PROTOCOL.md §5).
+//! Replay protection primitive (docs/PROTOCOL.md §5).
 //!
 //! Owns: a bounded, time-windowed set of recently seen handshake keys —
 //! `I[8..56]` (48 bytes) for obfuscated2 inits, `D[0..16]` for fake-TLS

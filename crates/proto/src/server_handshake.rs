@@ -1,4 +1,4 @@
-//! The proxy side of a client handshake as a sans-IO state machine (PROTOCOL.md §2.5, §4,
+//! The proxy side of a client handshake as a sans-IO state machine (docs/PROTOCOL.md §2.5, §4,
 //! §5): TLS vs obfuscated2 detection, ClientHello validation, the replay caches, the
 //! ServerHello flight, the inner init through the record de-framer and multi-user matching.
 //!

@@ -1,4 +1,4 @@
-//! SOCKS4 and SOCKS5 client codecs for upstream connections (PROTOCOL.md §9.1–§9.3).
+//! SOCKS4 and SOCKS5 client codecs for upstream connections (docs/PROTOCOL.md §9.1–§9.3).
 //!
 //! Owns: building the client's requests and incrementally parsing the server's
 //! replies (`Ok(None)` = need more bytes). Must not: do I/O or decide the

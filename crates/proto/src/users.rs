@@ -1,4 +1,4 @@
-//! Multi-user secret matching for obfuscated2 inits (PROTOCOL.md §2.5).
+//! Multi-user secret matching for obfuscated2 inits (docs/PROTOCOL.md §2.5).
 //!
 //! Owns: [`UserTable`] (per-user state precomputed once per config load) and
 //! [`match_init`]. Must not: know user names, limits or config; the table is

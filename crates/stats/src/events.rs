@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-/// Maximum stored context length in bytes (DECISIONS #26).
+/// Maximum stored context length in bytes (docs/DECISIONS.md #26).
 pub const MAX_CONTEXT_BYTES: usize = 256;
 
 /// Default ring capacity (`server.api.runtime_edge_events_capacity` default).

@@ -1,4 +1,4 @@
-//! The per-user counters state file (DECISIONS #27): JSON next to the config file, written
+//! The per-user counters state file (docs/DECISIONS.md #27): JSON next to the config file, written
 //! atomically (temp file in the same directory, fsync, rename, directory fsync) so a crash
 //! leaves either the previous or the new state, never a torn one.
 //!

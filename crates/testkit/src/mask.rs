@@ -1,4 +1,4 @@
-//! `MaskServer`: a local stand-in for the "real site" behind a proxy's masking (PROTOCOL.md
+//! `MaskServer`: a local stand-in for the "real site" behind a proxy's masking (docs/PROTOCOL.md
 //! §4.8). It records every byte received per connection and answers with its own recognisable
 //! bytes, so a test can check that a prober's bytes reached it unchanged and that the prober saw
 //! its reply.

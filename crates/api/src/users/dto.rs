@@ -1,7 +1,7 @@
-//! Request and response DTOs of the users endpoints, and request validation (DECISIONS #10).
+//! Request and response DTOs of the users endpoints, and request validation (docs/DECISIONS.md #10).
 //!
 //! Requests are decoded leniently (unknown fields ignored) and then validated into the store's
-//! edit types; PATCH keeps the absent / `null` / value distinction (DECISIONS #11).
+//! edit types; PATCH keeps the absent / `null` / value distinction (docs/DECISIONS.md #11).
 
 use std::net::IpAddr;
 

@@ -1,10 +1,10 @@
 //! Users endpoints: list/get (read) and create/patch/delete/rotate-secret, enable/disable and
 //! reset-quota (write).
 //!
-//! Write path (DECISIONS #12, #18): read_only gate → body (limit, JSON) → validation (400) →
+//! Write path (docs/DECISIONS.md #12, #18): read_only gate → body (limit, JSON) → validation (400) →
 //! `ConfigStore::apply` on a blocking thread (If-Match → existence → last-user → surgical write
 //! → publish to the runtime) → session/IP cleanup → response rendered from the new snapshot.
-//! Every write outcome is recorded in the events ring (DECISIONS #26). The commit phase runs in
+//! Every write outcome is recorded in the events ring (docs/DECISIONS.md #26). The commit phase runs in
 //! its own task, so a client that disconnects mid-write cannot skip the runtime side effects.
 
 pub mod dto;

@@ -187,7 +187,7 @@ async fn apply(
 }
 
 /// A path username that fails validation names no user: answer as the store would for a
-/// missing user, keeping DECISIONS #12's order (If-Match 409 before existence 404). Nothing is
+/// missing user, keeping docs/DECISIONS.md #12's order (If-Match 409 before existence 404). Nothing is
 /// written either way, so comparing against the current snapshot outside the lock suffices.
 fn refuse_invalid_username(
     state: &ApiState,

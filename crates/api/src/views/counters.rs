@@ -55,8 +55,8 @@ pub struct ZeroAllData {
     pub desync: ZeroDesyncData,
 }
 
-/// API.md names the ME telemetry levels of `ZeroCoreData` `off|normal|verbose`, while the config
-/// (and `/v1/security/posture`, DECISIONS #24) uses `silent|normal|debug`; the contract wins here.
+/// docs/API.md names the ME telemetry levels of `ZeroCoreData` `off|normal|verbose`, while the config
+/// (and `/v1/security/posture`, docs/DECISIONS.md #24) uses `silent|normal|debug`; the contract wins here.
 pub(super) fn zero_me_level(level: config::MeTelemetryLevel) -> &'static str {
     match level {
         config::MeTelemetryLevel::Silent => "off",

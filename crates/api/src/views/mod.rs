@@ -1,6 +1,6 @@
 //! Read-only views: the `data` member of every GET endpoint except the users ones.
 //!
-//! Owned by helper VIEWS. Pure rendering: config snapshot + `Runtime` port + caches in,
+//! Pure rendering: config snapshot + `Runtime` port + caches in,
 //! `serde_json::Value` out. The router (API core) matches the path with [`read_route`] and wraps
 //! [`render`]'s value in the success envelope. Nothing here blocks: locks are only try-locked and
 //! never held while another is awaited; time comes from [`ViewContext::now`].
@@ -83,7 +83,7 @@ pub enum ReadRoute {
 }
 
 impl ReadRoute {
-    /// Every route, in API.md's endpoint-matrix order (then telemt 3.4's additions).
+    /// Every route, in docs/API.md's endpoint-matrix order (then telemt 3.4's additions).
     pub const ALL: [ReadRoute; 22] = [
         ReadRoute::Health,
         ReadRoute::SystemInfo,

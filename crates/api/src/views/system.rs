@@ -182,7 +182,7 @@ pub(super) fn initialization(ctx: &ViewContext<'_>) -> RuntimeInitializationData
         .duration_since(s.started_at)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    // DECISIONS #23: without the middle proxy the ME block is `skipped` and never degraded.
+    // docs/DECISIONS.md #23: without the middle proxy the ME block is `skipped` and never degraded.
     let direct_only = !ctx.cfg().general.use_middle_proxy;
     let (me_status, me_progress) = if direct_only {
         (StartupStatus::Skipped, 100.0)
@@ -372,7 +372,7 @@ pub(super) fn security_posture(ctx: &ViewContext<'_>) -> SecurityPostureData {
         log_level: cfg.general.log_level.as_str(),
         telemetry_core_enabled: cfg.general.telemetry.core_enabled,
         telemetry_user_enabled: cfg.general.telemetry.user_enabled,
-        // DECISIONS #24: `silent | normal | debug`, the config spelling.
+        // docs/DECISIONS.md #24: `silent | normal | debug`, the config spelling.
         telemetry_me_level: cfg.general.telemetry.me_level.as_str(),
     }
 }

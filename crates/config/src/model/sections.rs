@@ -72,7 +72,7 @@ impl Default for Network {
     }
 }
 
-/// `[server.api]` (alias `[server.admin_api]`). Defaults follow API.md. `Debug` redacts
+/// `[server.api]` (alias `[server.admin_api]`). Defaults follow docs/API.md. `Debug` redacts
 /// `auth_header`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -375,7 +375,7 @@ impl Default for Access {
     }
 }
 
-/// The effective value of a per-user cap (DECISIONS #20): the user's own entry when set,
+/// The effective value of a per-user cap (docs/DECISIONS.md #20): the user's own entry when set,
 /// else the `*_global_each` value when > 0, else `None`. A per-user `0` stays `Some(0)`,
 /// which (as in telemt) means "no limit" to the data plane. Callers that already hold the
 /// user's entry (the data plane walks the tables in order) use this directly.

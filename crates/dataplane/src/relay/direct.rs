@@ -1,4 +1,4 @@
-//! Direct route relay (PROTOCOL.md §6.4): client ⇄ DC over the proxy's own obfuscated2 link,
+//! Direct route relay (docs/PROTOCOL.md §6.4): client ⇄ DC over the proxy's own obfuscated2 link,
 //! re-encrypting each chunk in place.
 //!
 //! Owns: the two copy loops of a direct session and their half-close. Must not: parse MTProto

@@ -1,4 +1,4 @@
-//! The relay of an admitted session: what every route shares (PROTOCOL.md §6.4; the
+//! The relay of an admitted session: what every route shares (docs/PROTOCOL.md §6.4; the
 //! middle-proxy route of §7 reuses it). Route modules own the copy loops.
 //!
 //! Owns: why a relay ends ([`RelayEnd`]), per-direction activity and the idle policy, the

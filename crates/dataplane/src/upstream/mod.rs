@@ -1,4 +1,4 @@
-//! `[[upstreams]]`: how the proxy reaches Telegram (PROTOCOL.md §9) — direct (optionally bound
+//! `[[upstreams]]`: how the proxy reaches Telegram (docs/PROTOCOL.md §9) — direct (optionally bound
 //! to an interface / source addresses), SOCKS4, SOCKS5 (username/password) or Shadowsocks.
 //!
 //! Owns: the runtime upstream set (rebuilt on every config publish; an entry whose connection

@@ -1,5 +1,5 @@
 //! What the upstream manager exposes: per-upstream rows for the API and the SOCKS
-//! BND.ADDR/BND.PORT observations of PROTOCOL.md §9.3 (with their classification).
+//! BND.ADDR/BND.PORT observations of docs/PROTOCOL.md §9.3 (with their classification).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
@@ -62,7 +62,7 @@ pub struct UpstreamRow {
     pub dc: Vec<UpstreamDcRow>,
 }
 
-/// Status of a SOCKS BND.ADDR (PROTOCOL.md §9.3).
+/// Status of a SOCKS BND.ADDR (docs/PROTOCOL.md §9.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BndAddrStatus {
     Ok,

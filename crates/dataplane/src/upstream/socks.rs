@@ -1,4 +1,4 @@
-//! SOCKS4 / SOCKS5 CONNECT over an already connected TCP socket (PROTOCOL.md §9.1–§9.2),
+//! SOCKS4 / SOCKS5 CONNECT over an already connected TCP socket (docs/PROTOCOL.md §9.1–§9.2),
 //! using the `proto::socks` codecs. Reads exactly the reply bytes, so nothing that follows
 //! the reply is consumed.
 

@@ -1,4 +1,4 @@
-//! Shadowsocks upstreams (PROTOCOL.md §9.4) through the `shadowsocks` crate (the library of
+//! Shadowsocks upstreams (docs/PROTOCOL.md §9.4) through the `shadowsocks` crate (the library of
 //! shadowsocks-rust): AEAD 2017 and 2022 ciphers, no plugins. We open the TCP connection to
 //! the server ourselves (interface binding, our timeouts) and wrap it in a
 //! `ProxyClientStream`, which sends the target address with the first payload.

@@ -1,4 +1,4 @@
-//! The getProxyConfig / getProxyConfigV6 text format (PROTOCOL.md §7.1).
+//! The getProxyConfig / getProxyConfigV6 text format (docs/PROTOCOL.md §7.1).
 //!
 //! Owns: parsing the statement list into DC → ME endpoints and the default
 //! cluster. Must not: fetch, cache or decide refresh policy.

@@ -1,4 +1,4 @@
-//! ME link key derivation and the AES-256-CBC streams (PROTOCOL.md §7.4).
+//! ME link key derivation and the AES-256-CBC streams (docs/PROTOCOL.md §7.4).
 //!
 //! Owns: building the KDF input `s`, the key/IV formulas and CBC chained
 //! across the whole connection. Must not: discover addresses (NAT/STUN is the

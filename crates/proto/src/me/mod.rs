@@ -1,4 +1,4 @@
-//! Middle-proxy (ME) RPC layer (PROTOCOL.md §7): checksums, packet framing,
+//! Middle-proxy (ME) RPC layer (docs/PROTOCOL.md §7): checksums, packet framing,
 //! handshake payloads, PROXY_REQ/ANS messages, KDF and CBC streams.
 //!
 //! Owns: sans-IO wire pieces only. Must not: hold the ME pool, fetch the

@@ -1,4 +1,4 @@
-//! ME RPC packet framing and messages (PROTOCOL.md §7.2, §7.3, §7.6, §7.7).
+//! ME RPC packet framing and messages (docs/PROTOCOL.md §7.2, §7.3, §7.6, §7.7).
 //!
 //! Owns: the length/seq/checksum envelope (plaintext view: the caller applies
 //! AES-256-CBC to whole 16-byte blocks, see [`super::CbcStream`]), the nonce and

@@ -1,4 +1,4 @@
-//! ME layer tests (PROTOCOL.md vectors M1, M2, M3).
+//! ME layer tests (docs/PROTOCOL.md vectors M1, M2, M3).
 
 use super::*;
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! Client side of fake TLS, for test clients and self-tests (PROTOCOL.md §4.3).
+//! Client side of fake TLS, for test clients and self-tests (docs/PROTOCOL.md §4.3).
 //!
 //! Owns: building a well-formed ClientHello carrying the secret's digest (the
 //! shapes real clients send: variable length via the padding extension,

@@ -1,4 +1,4 @@
-//! Streaming fake-TLS record de-framing for the client → proxy direction (PROTOCOL.md §4.6).
+//! Streaming fake-TLS record de-framing for the client → proxy direction (docs/PROTOCOL.md §4.6).
 //!
 //! Owns: turning whatever bytes a read returned (record boundaries anywhere) into the
 //! obfuscated2 byte stream, in place, with no buffering beyond a 5-byte header. Header

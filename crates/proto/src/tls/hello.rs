@@ -1,4 +1,4 @@
-//! Fake-TLS ClientHello parsing and validation (PROTOCOL.md §4.2–§4.4).
+//! Fake-TLS ClientHello parsing and validation (docs/PROTOCOL.md §4.2–§4.4).
 //!
 //! Owns: the structural parse of one ClientHello record, SNI/ALPN extraction
 //! and policy, the digest check against every user (pre-keyed HMAC midstates

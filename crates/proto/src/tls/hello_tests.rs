@@ -1,4 +1,4 @@
-//! Unit tests and proptests for fake TLS (PROTOCOL.md vectors T1, T2).
+//! Unit tests and proptests for fake TLS (docs/PROTOCOL.md vectors T1, T2).
 
 use super::*;
 use crate::sha::HmacKeyState;

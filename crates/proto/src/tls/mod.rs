@@ -1,4 +1,4 @@
-//! Fake TLS ("ee" secrets, PROTOCOL.md §4).
+//! Fake TLS ("ee" secrets, docs/PROTOCOL.md §4).
 //!
 //! Owns: ClientHello detection, parsing and validation ([`hello`]), the
 //! ServerHello + ChangeCipherSpec + application-data response ([`server_hello`]),

@@ -1,4 +1,4 @@
-//! TLS record layer after the fake handshake (PROTOCOL.md §4.6).
+//! TLS record layer after the fake handshake (docs/PROTOCOL.md §4.6).
 //!
 //! Owns: sans-IO reading of client records (application data, the optional
 //! ChangeCipherSpec, alerts) and writing of application-data records. Must

@@ -1,4 +1,4 @@
-//! The fake-TLS server response (PROTOCOL.md §4.5).
+//! The fake-TLS server response (docs/PROTOCOL.md §4.5).
 //!
 //! Owns: building the ServerHello + ChangeCipherSpec + one application-data
 //! record and its HMAC digest. Must not: draw randomness (the X25519 public

@@ -1,4 +1,4 @@
-//! Fake-TLS ("ee") pieces of PROTOCOL.md §4, independent of the `proto` crate: the client's
+//! Fake-TLS ("ee") pieces of docs/PROTOCOL.md §4, independent of the `proto` crate: the client's
 //! ClientHello with its HMAC digest (§4.3), the check of the server's answer (§4.5), and the
 //! record layer (§4.6). The server-side halves exist for the vector tests and the in-test mini
 //! proxy.

@@ -1,5 +1,5 @@
 //! Protocol-level test client for an MTProto proxy: classic (abridged / intermediate tags),
-//! secure (`dd`, padded intermediate) and fake-TLS (`ee`), built from PROTOCOL.md alone (no
+//! secure (`dd`, padded intermediate) and fake-TLS (`ee`), built from docs/PROTOCOL.md alone (no
 //! `proto` dependency), plus helpers to craft active-probe traffic.
 //!
 //! A [`TestConn`] carries an opaque byte stream: `send` encrypts (and wraps into TLS records in

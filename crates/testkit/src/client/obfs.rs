@@ -1,4 +1,4 @@
-//! Obfuscated2 primitives (PROTOCOL.md §2, §3, §6.3), written independently of the `proto`
+//! Obfuscated2 primitives (docs/PROTOCOL.md §2, §3, §6.3), written independently of the `proto`
 //! crate so tests built on them can catch its bugs. Both ends are here: the sender of a 64-byte
 //! init (test client, or a proxy's link to a DC) and its receiver (a test DC, or a mini proxy in
 //! unit tests).

@@ -1,5 +1,5 @@
 //! `TestDc`: a stand-in Telegram DC on 127.0.0.1. It accepts an obfuscated2 link the way a
-//! real DC does (no secret, keys straight from the init, PROTOCOL.md §6.3 seen from the
+//! real DC does (no secret, keys straight from the init, docs/PROTOCOL.md §6.3 seen from the
 //! receiving side), records the tag and DC index, then echoes, sinks, or answers
 //! `req_pq_multi` with a `resPQ`.
 

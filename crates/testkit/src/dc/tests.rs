@@ -91,7 +91,7 @@ async fn mtproto_mode_answers_req_pq_multi_in_every_framing() {
 
 /// A deliberately small proxy written in the test (no `proto`): it accepts fake-TLS or plain
 /// obfuscated2 with one secret, opens an obfuscated2 link to the DC and relays. It exists to
-/// check that the test client, the test DC and the PROTOCOL.md vectors agree end to end.
+/// check that the test client, the test DC and the docs/PROTOCOL.md vectors agree end to end.
 mod mini_proxy {
     use super::*;
     use crate::client::faketls;

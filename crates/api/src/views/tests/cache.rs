@@ -288,7 +288,7 @@ fn gates_reflect_config_and_runtime() {
 
 #[test]
 fn telemetry_level_spelling_per_endpoint() {
-    // Posture uses the config spelling (DECISIONS #24); ZeroCoreData uses API.md's off|normal|verbose.
+    // Posture uses the config spelling (docs/DECISIONS.md #24); ZeroCoreData uses docs/API.md's off|normal|verbose.
     let mut cfg = cfg_enabled();
     let rt = Fake::new();
     for (level, posture, zero) in [

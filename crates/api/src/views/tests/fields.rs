@@ -1,4 +1,4 @@
-//! Field lists of the larger API.md objects, shared by the shape tests.
+//! Field lists of the larger docs/API.md objects, shared by the shape tests.
 
 pub(super) const ZERO_UPSTREAM: &[&str] = &[
     "connect_attempt_total",

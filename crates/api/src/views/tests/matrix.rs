@@ -1,4 +1,4 @@
-//! Every cell of API.md's "Runtime State Matrix" and "Additional runtime endpoint behavior".
+//! Every cell of docs/API.md's "Runtime State Matrix" and "Additional runtime endpoint behavior".
 
 use serde_json::{json, Value};
 

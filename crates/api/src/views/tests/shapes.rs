@@ -1,4 +1,4 @@
-//! Exact key sets of every endpoint's JSON objects, transcribed from API.md.
+//! Exact key sets of every endpoint's JSON objects, transcribed from docs/API.md.
 
 use serde_json::Value;
 
