@@ -57,6 +57,8 @@ pub struct ReloadStats {
     pub last_reload_epoch_secs: Option<u64>,
 }
 
+mod sections_edit;
+
 /// Errors of `open` / `reload_from_disk`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -435,20 +437,8 @@ impl ConfigStore {
                     (written, cfg, digest)
                 })
             };
-            match written {
-                Ok(Replace::Written) => {}
-                Ok(Replace::Changed) => {
-                    // Our document copy is stale now; rebuild it from the newer file.
-                    self.restore_doc(&mut disk);
-                    if if_match.is_some() {
-                        return Err(EditError::RevisionConflict);
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    self.restore_doc(&mut disk);
-                    return Err(EditError::Io(e));
-                }
+            if !self.written_or_retry(&mut disk, written, if_match)? {
+                continue;
             }
             disk.fingerprint = digest;
             let revision = if new_config.includes.is_empty() {
@@ -495,79 +485,29 @@ impl ConfigStore {
         Ok(cur)
     }
 
-    /// The editable sections of the main file as JSON (`GET /v1/config`), credentials left
-    /// out; picks up a pending hand edit first.
-    pub fn editable_sections(
+    /// The outcome of an atomic replace: `Ok(true)` written; `Ok(false)` the file changed
+    /// under us and the edit should be re-applied on top of it (without `If-Match`; with it,
+    /// that is a conflict); `Err` otherwise. Our document copy is rebuilt when not written.
+    fn written_or_retry(
         &self,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, EditError> {
-        let mut disk = self.disk.lock();
-        self.fresh_locked(&mut disk, None)?;
-        let text = std::str::from_utf8(&disk.bytes)
-            .map_err(|_| EditError::Io(std::io::Error::other("config file is not UTF-8")))?;
-        crate::sections::editable_sections(text).map_err(EditError::Invalid)
-    }
-
-    /// Deep-merges a sparse JSON patch into the editable sections (`PATCH /v1/config`): the
-    /// merged file is validated as a whole before anything is written, then written
-    /// atomically and published like a user edit. Returns the new snapshot and the sections
-    /// that changed (none: nothing was written).
-    pub fn apply_sections(
-        &self,
+        disk: &mut Disk,
+        written: std::io::Result<Replace>,
         if_match: Option<&str>,
-        patch: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(Arc<ConfigSnapshot>, Vec<String>), EditError> {
-        crate::sections::check_patch(patch)?;
-        let mut disk = self.disk.lock();
-        for _ in 0..MAX_REAPPLY {
-            let cur = self.fresh_locked(&mut disk, if_match)?;
-            let old = std::str::from_utf8(&disk.bytes)
-                .map_err(|_| EditError::Io(std::io::Error::other("config file is not UTF-8")))?;
-            let mut doc = parse_doc(old, disk.has_includes)
-                .map_err(|e| EditError::Io(std::io::Error::other(e)))?;
-            let changed = crate::sections::merge(&mut doc, patch)?;
-            if changed.is_empty() {
-                return Ok((cur, changed));
-            }
-            let text = doc.to_string();
-            let text = if disk.has_includes {
-                fsio::unmask_includes(&text)
-            } else {
-                text
-            };
-            let new_bytes = text.into_bytes();
-            let loaded = load::load_bytes(&self.target, &new_bytes)
-                .map_err(|e| EditError::Invalid(format!("patch rejected: {e}")))?;
-            match self.write_file(&disk.bytes, &new_bytes) {
-                Ok(Replace::Written) => {}
-                Ok(Replace::Changed) => {
-                    self.restore_doc(&mut disk);
-                    if if_match.is_some() {
-                        return Err(EditError::RevisionConflict);
-                    }
-                    continue;
+    ) -> Result<bool, EditError> {
+        match written {
+            Ok(Replace::Written) => Ok(true),
+            Ok(Replace::Changed) => {
+                self.restore_doc(disk);
+                if if_match.is_some() {
+                    return Err(EditError::RevisionConflict);
                 }
-                Err(e) => {
-                    self.restore_doc(&mut disk);
-                    return Err(EditError::Io(e));
-                }
+                Ok(false)
             }
-            let text = String::from_utf8_lossy(&new_bytes).into_owned();
-            let revision = fsio::revision_of(&new_bytes);
-            *disk = Disk {
-                index: AccessIndex::build(&text),
-                has_includes: fsio::has_includes(&text),
-                fingerprint: fingerprint(&new_bytes, &loaded.config.includes),
-                stamp: FileStamp::of(&self.target),
-                failed: None,
-                warnings: loaded.warnings,
-                bytes: new_bytes,
-            };
-            let snap = self.publish(Arc::new(loaded.config), revision, ChangeSource::Api);
-            return Ok((snap, changed));
+            Err(e) => {
+                self.restore_doc(disk);
+                Err(EditError::Io(e))
+            }
         }
-        Err(EditError::Io(std::io::Error::other(
-            "config file keeps changing on disk; edit not applied",
-        )))
     }
 
     fn write_file(&self, old: &[u8], new: &[u8]) -> std::io::Result<Replace> {
