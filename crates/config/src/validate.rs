@@ -376,6 +376,7 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
             )));
         }
     }
+    nonzero(g.quota_state_flush_secs, "general.quota_state_flush_secs")?;
     if let Some(p) = g.links.public_port {
         nonzero(p.into(), "general.links.public_port")?;
     }

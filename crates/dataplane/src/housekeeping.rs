@@ -35,16 +35,28 @@ impl CounterState {
     }
 
     /// Restores the counters of users still configured and reports the outcome as the
-    /// `stats_state` startup component. A broken file is reported, never fatal.
-    pub(crate) fn restore(&self, cfg: &Config, startup: &StartupTracker) {
+    /// `stats_state` startup component. A broken file is reported, never fatal. When the
+    /// state file does not exist yet but `legacy` (the older `<config>.stats.json`) does, that
+    /// one is read once and migrated: written to the new path, then renamed `*.migrated`.
+    pub(crate) fn restore(&self, cfg: &Config, legacy: &std::path::Path, startup: &StartupTracker) {
         startup.register("stats_state", "Restore per-user counters", false);
         startup.begin("stats_state", SystemTime::now());
-        let (status, details) = match self.stats.users().load_state(&self.path) {
+        let migrate = !self.path.exists() && legacy.exists() && legacy != self.path;
+        let from = if migrate { legacy } else { self.path.as_path() };
+        let (status, details) = match self.stats.users().load_state(from) {
             Ok(n) => {
                 self.stats
                     .users()
                     .retain(|u| cfg.access.users.contains_key(u));
-                (ComponentStatus::Ready, format!("{n} users restored"))
+                if migrate {
+                    self.migrate(legacy);
+                }
+                let how = if migrate {
+                    format!(" (migrated from {})", legacy.display())
+                } else {
+                    String::new()
+                };
+                (ComponentStatus::Ready, format!("{n} users restored{how}"))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "per-user counters not restored; starting from zero");
@@ -52,6 +64,20 @@ impl CounterState {
             }
         };
         startup.finish("stats_state", status, Some(details), SystemTime::now());
+    }
+
+    /// Writes the restored counters to the new path and retires the legacy file, so the
+    /// migration happens once.
+    fn migrate(&self, legacy: &std::path::Path) {
+        self.flush();
+        if self.path.exists() {
+            let mut done = legacy.as_os_str().to_owned();
+            done.push(".migrated");
+            if let Err(e) = std::fs::rename(legacy, &done) {
+                tracing::warn!(error = %e, file = %legacy.display(), "cannot retire the migrated counters file");
+            }
+            tracing::info!(from = %legacy.display(), to = %self.path.display(), "per-user counters migrated");
+        }
     }
 
     /// Writes the state file now (blocking I/O: call from a blocking context).

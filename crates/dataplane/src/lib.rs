@@ -76,8 +76,8 @@ pub struct DataplaneOptions {
     /// How often the health checker runs (unhealthy upstreams are probed on every run).
     pub upstream_recovery_interval: Duration,
     /// How often per-user counters are flushed to the state file (docs/DECISIONS.md #27)
-    /// and stale unique-IP entries pruned.
-    pub state_flush_interval: Duration,
+    /// and stale unique-IP entries pruned; `None` = `general.quota_state_flush_secs`.
+    pub state_flush_interval: Option<Duration>,
 }
 
 impl Default for DataplaneOptions {
@@ -88,7 +88,7 @@ impl Default for DataplaneOptions {
             expiry_check_interval: Duration::from_secs(1),
             upstream_health_interval: Duration::from_secs(30),
             upstream_recovery_interval: Duration::from_secs(5),
-            state_flush_interval: Duration::from_secs(30),
+            state_flush_interval: None,
         }
     }
 }
@@ -279,10 +279,10 @@ impl Dataplane {
         let cfg = &snap.config;
 
         let counters = Arc::new(CounterState::new(
-            stats::state_path_for(&snap.path),
+            cfg.general.quota_state_file(&snap.path),
             Arc::clone(&stats),
         ));
-        counters.restore(cfg, &startup);
+        counters.restore(cfg, &stats::state_path_for(&snap.path), &startup);
 
         let listeners =
             listener::Listeners::new(rt.clone(), opts.port_override, opts.listen_override.clone());
@@ -311,7 +311,8 @@ impl Dataplane {
             rt.spawn(housekeeping::flusher(
                 Arc::downgrade(&inner),
                 Arc::clone(&counters),
-                opts.state_flush_interval,
+                opts.state_flush_interval
+                    .unwrap_or(Duration::from_secs(cfg.general.quota_state_flush_secs)),
                 inner.cancel.child_token(),
             )),
         ];

@@ -224,8 +224,8 @@ async fn api_writes_persist_across_a_restart_and_sigterm_exits_zero() {
     let status = r.daemon.wait_exit(WAIT).unwrap().expect("no exit");
     assert!(status.success(), "{status}\n{}", r.daemon.logs());
     assert!(r.daemon.logs().contains("SIGTERM: shutting down"));
-    // Counters state flushed on shutdown, next to the config.
-    assert!(dir.path().join("config.toml.stats.json").exists());
+    // Quota state flushed on shutdown, next to the config (default general.quota_state_path).
+    assert!(dir.path().join("mtproxyd.quota.json").exists());
 
     let r2 = start_on(dir.path(), &r.config, None).await;
     let mut c = r2.client();

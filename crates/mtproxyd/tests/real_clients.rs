@@ -34,13 +34,20 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-fn config(port: u16, api: u16, secret: &[u8; 16], dc: SocketAddr, mask: SocketAddr) -> String {
+fn config(
+    port: u16,
+    api: u16,
+    secret: &[u8; 16],
+    dc: SocketAddr,
+    mask: SocketAddr,
+    general: &str,
+) -> String {
     let mut overrides = String::new();
     for i in 1..=5 {
         overrides.push_str(&format!("\"{i}\" = \"{dc}\"\n\"-{i}\" = \"{dc}\"\n"));
     }
     format!(
-        "[general]\nuse_middle_proxy = false\nlog_level = \"debug\"\n\n\
+        "[general]\nuse_middle_proxy = false\nlog_level = \"debug\"\n{general}\n\n\
          [general.modes]\nclassic = true\nsecure = true\ntls = true\n\n\
          [server]\nport = {port}\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
          [server.api]\nenabled = true\nlisten = \"127.0.0.1:{api}\"\nwhitelist = [\"127.0.0.1/32\"]\n\
@@ -59,16 +66,26 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(dc_mode: DcMode) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    setup_in(dc_mode, dir, "", rand::random()).await
+}
+
+/// Starts the daemon in `dir` with extra `[general]` lines and alice's `secret`.
+async fn setup_in(
+    dc_mode: DcMode,
+    dir: tempfile::TempDir,
+    general: &str,
+    secret: [u8; 16],
+) -> Setup {
     let bin = binary();
     let dc = TestDc::start(dc_mode).await.unwrap();
     let mask = MaskServer::start(MaskReply::Http).await.unwrap();
-    let secret: [u8; 16] = rand::random();
-    let dir = tempfile::tempdir().unwrap();
     let mut last = String::new();
     for _ in 0..3 {
         let (port, api) = (free_port(), free_port());
         let cfg = dir.path().join("config.toml");
-        std::fs::write(&cfg, config(port, api, &secret, dc.addr(), mask.addr())).unwrap();
+        let text = config(port, api, &secret, dc.addr(), mask.addr(), general);
+        std::fs::write(&cfg, text).unwrap();
         let cfg_s = cfg.to_string_lossy().into_owned();
         let mut daemon = Daemon::spawn(
             &bin,
@@ -447,4 +464,76 @@ async fn api_reports_the_real_traffic() {
     }
     let edge = api_data(&mut c, "/v1/runtime/connections/summary").await;
     assert_eq!(edge["data"]["totals"]["current_connections"], 0, "{edge}");
+}
+
+/// Quota state: the older `<config>.stats.json` is read once and migrated to
+/// `general.quota_state_path`; traffic is flushed on the interval, so a SIGKILL loses at most
+/// one interval, and a restart carries on from the file.
+#[tokio::test]
+async fn quota_state_migrates_and_survives_sigkill() {
+    const K: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("config.toml.stats.json");
+    std::fs::write(
+        &legacy,
+        r#"{"version":1,"users":{"alice":{"octets_from_client":1000,"octets_to_client":2000,"quota_used_bytes":3000}}}"#,
+    )
+    .unwrap();
+    let general = "quota_state_path = \"state/quota.json\"\nquota_state_flush_secs = 1";
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let secret: [u8; 16] = rand::random();
+    let path = dir.path().to_path_buf();
+    let mut s = setup_in(DcMode::Echo, dir, general, secret).await;
+    let state = path.join("state/quota.json");
+    assert!(state.exists(), "migrated file written\n{}", s.daemon.logs());
+    assert!(!legacy.exists() && path.join("config.toml.stats.json.migrated").exists());
+    let mut c = HttpClient::new(s.api);
+    assert_eq!(
+        api_data(&mut c, "/v1/users/alice").await["total_octets"],
+        3000
+    );
+
+    let mut conn = TestClient::connect(s.proxy, Mode::Intermediate, s.secret, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.daemon.logs()));
+    conn.flush_init().await.unwrap();
+    let payload: Vec<u8> = (0..K).map(|b| (b * 13) as u8).collect();
+    conn.send(&payload).await.unwrap();
+    assert_eq!(conn.recv_exact(K).await.unwrap(), payload);
+    // Two flush intervals, then the hardest stop there is.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.daemon.kill();
+    drop(conn);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let used = saved["users"]["alice"]["quota_used_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(used >= 3000 + 2 * K as u64, "{saved}");
+
+    // A restart carries on from the file.
+    let s2 = restart_in(&path, &s).await;
+    let mut c = HttpClient::new(s2.1);
+    let total = api_data(&mut c, "/v1/users/alice").await["total_octets"]
+        .as_u64()
+        .unwrap();
+    assert!(total >= 3000 + 2 * K as u64, "{total}");
+}
+
+/// Starts the same config again (same ports) in `dir`; returns the daemon and its API.
+async fn restart_in(dir: &std::path::Path, s: &Setup) -> (Daemon, SocketAddr) {
+    let cfg = dir.join("config.toml");
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let mut daemon = Daemon::spawn(
+        &binary(),
+        &["run", "--config", &cfg_s],
+        dir,
+        "mtproxyd",
+        &[],
+    )
+    .unwrap();
+    daemon
+        .wait_ready(s.api, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("restart: {e}\n{}", daemon.logs()));
+    (daemon, s.api)
 }

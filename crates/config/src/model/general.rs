@@ -107,6 +107,11 @@ impl Default for Telemetry {
 #[serde(default)]
 pub struct General {
     pub data_path: Option<PathBuf>,
+    /// Per-user quota and octet counters (JSON). Relative to the config file's directory;
+    /// default `mtproxyd.quota.json` there (docs/DECISIONS.md #32).
+    pub quota_state_path: Option<PathBuf>,
+    /// How often that file is written (a crash loses at most this much accounting).
+    pub quota_state_flush_secs: u64,
     pub modes: Modes,
     pub prefer_ipv6: bool,
     pub fast_mode: bool,
@@ -210,6 +215,8 @@ impl Default for General {
     fn default() -> Self {
         General {
             data_path: None,
+            quota_state_path: None,
+            quota_state_flush_secs: 30,
             modes: Modes::default(),
             prefer_ipv6: false,
             fast_mode: true,
@@ -323,6 +330,20 @@ impl General {
             300
         } else {
             self.me_reinit_drain_timeout_secs
+        }
+    }
+
+    /// Where the quota state lives for a config file at `config_path` (see
+    /// [`General::quota_state_path`]).
+    pub fn quota_state_file(&self, config_path: &std::path::Path) -> PathBuf {
+        let dir = config_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        match &self.quota_state_path {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => dir.join(p),
+            None => dir.join("mtproxyd.quota.json"),
         }
     }
 
