@@ -152,3 +152,67 @@ async fn readiness_and_active_ips() {
         &serde_json::json!([{"username": "bob", "active_ips": ["10.1.2.3"]}])
     );
 }
+
+#[tokio::test]
+async fn rate_limits_round_trip_per_direction() {
+    let f = Fixture::new("");
+    let before = f.file();
+    let r = f
+        .call(
+            "POST",
+            "/v1/users",
+            Some(r#"{"username":"carol","rate_limit_down_bps":8000000}"#),
+        )
+        .await;
+    let user = &r.assert_ok(201)["user"];
+    assert_eq!(user["rate_limit_down_bps"], 8_000_000);
+    assert_eq!(user["rate_limit_up_bps"], serde_json::Value::Null);
+    assert!(
+        f.file()
+            .contains("[access.user_rate_limits]\ncarol = { up_bps = 0, down_bps = 8000000 }"),
+        "{}",
+        f.file()
+    );
+    // One direction at a time; the other keeps its value.
+    let r = f
+        .call(
+            "PATCH",
+            "/v1/users/carol",
+            Some(r#"{"rate_limit_up_bps":1000000}"#),
+        )
+        .await;
+    let u = r.assert_ok(200);
+    assert_eq!(
+        (
+            u["rate_limit_up_bps"].clone(),
+            u["rate_limit_down_bps"].clone()
+        ),
+        (serde_json::json!(1_000_000), serde_json::json!(8_000_000))
+    );
+    f.call(
+        "PATCH",
+        "/v1/users/carol",
+        Some(r#"{"rate_limit_down_bps":null}"#),
+    )
+    .await
+    .assert_ok(200);
+    assert!(f
+        .file()
+        .contains("carol = { up_bps = 1000000, down_bps = 0 }"));
+    // No direction left: the entry (and the table it was alone in) goes.
+    let r = f
+        .call(
+            "PATCH",
+            "/v1/users/carol",
+            Some(r#"{"rate_limit_up_bps":null}"#),
+        )
+        .await;
+    assert_eq!(
+        r.assert_ok(200)["rate_limit_up_bps"],
+        serde_json::Value::Null
+    );
+    f.call("DELETE", "/v1/users/carol", None)
+        .await
+        .assert_ok(200);
+    assert_eq!(f.file(), before);
+}

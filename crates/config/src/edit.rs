@@ -5,7 +5,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use toml_edit::{DocumentMut, Item, Table, TableLike, Value};
 
-use crate::model::Config;
+use crate::model::{Config, RateLimitBps};
 use crate::types::{AdTag, UserSecret};
 
 /// One mutation of the user set, as requested through the API.
@@ -49,6 +49,8 @@ pub struct NewUser {
     pub max_unique_ips: Option<usize>,
     /// `false` writes a disabled override.
     pub enabled: bool,
+    /// Bandwidth caps (`access.user_rate_limits`).
+    pub rate_limits: Option<RateLimitBps>,
 }
 
 impl NewUser {
@@ -63,6 +65,7 @@ impl NewUser {
             data_quota_bytes: None,
             max_unique_ips: None,
             enabled: true,
+            rate_limits: None,
         }
     }
 }
@@ -88,6 +91,42 @@ pub struct UserPatch {
     pub max_unique_ips: FieldPatch<usize>,
     /// `Some(false)` disables the user; `Some(true)` removes the override (enabled).
     pub enabled: Option<bool>,
+    /// Upload cap in bits per second (`Clear` or 0 = unlimited); the other direction keeps its
+    /// current value.
+    pub rate_limit_up_bps: FieldPatch<u64>,
+    /// Download cap, likewise.
+    pub rate_limit_down_bps: FieldPatch<u64>,
+}
+
+impl UserPatch {
+    /// The user's caps after this patch, given the current entry: `None` when nothing
+    /// changes, `Some(None)` when no direction is capped any more (the entry goes).
+    pub(crate) fn rate_limits(&self, cur: Option<RateLimitBps>) -> Option<Option<RateLimitBps>> {
+        if matches!(
+            (self.rate_limit_up_bps, self.rate_limit_down_bps),
+            (FieldPatch::Keep, FieldPatch::Keep)
+        ) {
+            return None;
+        }
+        let cur = cur.unwrap_or_default();
+        let pick = |p: FieldPatch<u64>, old: u64| match p {
+            FieldPatch::Keep => old,
+            FieldPatch::Clear => 0,
+            FieldPatch::Set(v) => v,
+        };
+        let next = RateLimitBps {
+            up_bps: pick(self.rate_limit_up_bps, cur.up_bps),
+            down_bps: pick(self.rate_limit_down_bps, cur.down_bps),
+        };
+        Some((next != RateLimitBps::default()).then_some(next))
+    }
+}
+
+fn rate_value(r: RateLimitBps) -> Result<Value, EditError> {
+    let mut t = toml_edit::InlineTable::new();
+    t.insert("up_bps", int_value(r.up_bps, "rate_limit_up_bps")?);
+    t.insert("down_bps", int_value(r.down_bps, "rate_limit_down_bps")?);
+    Ok(Value::InlineTable(t))
 }
 
 /// Why an edit was refused. Maps to HTTP: 409 / 409 / 404 / 409 / 400 / 500.
@@ -151,8 +190,12 @@ fn patch_write<T>(
     })
 }
 
-/// The table writes an edit performs, in a fixed order.
-pub(crate) fn writes_for(edit: &UserEdit) -> Result<Vec<FieldWrite>, EditError> {
+/// The table writes an edit performs, in a fixed order. `cur_rate` is the user's current
+/// `access.user_rate_limits` entry (a patch may change one direction only).
+pub(crate) fn writes_for(
+    edit: &UserEdit,
+    cur_rate: Option<RateLimitBps>,
+) -> Result<Vec<FieldWrite>, EditError> {
     let str_v = |s: String| Value::from(s);
     let mut w = Vec::new();
     match edit {
@@ -197,6 +240,12 @@ pub(crate) fn writes_for(edit: &UserEdit) -> Result<Vec<FieldWrite>, EditError> 
                     value: Some(Value::from(false)),
                 });
             }
+            if let Some(r) = n.rate_limits.filter(|r| *r != RateLimitBps::default()) {
+                w.push(FieldWrite {
+                    table: "user_rate_limits",
+                    value: Some(rate_value(r)?),
+                });
+            }
         }
         UserEdit::Patch { patch, .. } => {
             if let Some(s) = patch.secret {
@@ -233,6 +282,12 @@ pub(crate) fn writes_for(edit: &UserEdit) -> Result<Vec<FieldWrite>, EditError> 
                     value: (!on).then(|| Value::from(false)),
                 });
             }
+            if let Some(next) = patch.rate_limits(cur_rate) {
+                w.push(FieldWrite {
+                    table: "user_rate_limits",
+                    value: next.map(rate_value).transpose()?,
+                });
+            }
         }
         UserEdit::Delete { .. } => {
             for table in USER_TABLES {
@@ -250,7 +305,7 @@ pub(crate) fn writes_for(edit: &UserEdit) -> Result<Vec<FieldWrite>, EditError> 
 }
 
 /// The per-user tables under `[access]`.
-pub const USER_TABLES: [&str; 7] = [
+pub const USER_TABLES: [&str; 8] = [
     "users",
     "user_ad_tags",
     "user_max_tcp_conns",
@@ -258,6 +313,7 @@ pub const USER_TABLES: [&str; 7] = [
     "user_data_quota",
     "user_max_unique_ips",
     "user_enabled",
+    "user_rate_limits",
 ];
 
 /// Is `user` present in the document's own (main-file) `access.users`?
@@ -288,9 +344,13 @@ fn access_mut(
 }
 
 /// Applies an edit to the document, touching only `username`'s keys.
-pub(crate) fn apply_to_doc(doc: &mut DocumentMut, edit: &UserEdit) -> Result<(), EditError> {
+pub(crate) fn apply_to_doc(
+    doc: &mut DocumentMut,
+    edit: &UserEdit,
+    cur_rate: Option<RateLimitBps>,
+) -> Result<(), EditError> {
     let user = edit.username();
-    for w in writes_for(edit)? {
+    for w in writes_for(edit, cur_rate)? {
         let creating = w.value.is_some();
         let Some(access) = access_mut(doc, creating)? else {
             continue;
@@ -373,7 +433,10 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
                 a.user_max_unique_ips.insert(user.clone(), v);
             }
             if !n.enabled {
-                a.user_enabled.insert(user, false);
+                a.user_enabled.insert(user.clone(), false);
+            }
+            if let Some(r) = n.rate_limits.filter(|r| *r != RateLimitBps::default()) {
+                a.user_rate_limits.insert(user, r);
             }
         }
         UserEdit::Patch { patch, .. } => {
@@ -391,10 +454,19 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
             set_or_clear(&mut a.user_max_unique_ips, &user, &patch.max_unique_ips);
             match patch.enabled {
                 Some(false) => {
-                    a.user_enabled.insert(user, false);
+                    a.user_enabled.insert(user.clone(), false);
                 }
                 Some(true) => {
                     a.user_enabled.remove(&user);
+                }
+                None => {}
+            }
+            match patch.rate_limits(a.user_rate_limits.get(&user).copied()) {
+                Some(Some(r)) => {
+                    a.user_rate_limits.insert(user, r);
+                }
+                Some(None) => {
+                    a.user_rate_limits.remove(&user);
                 }
                 None => {}
             }
@@ -407,6 +479,7 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
             a.user_data_quota.remove(&user);
             a.user_max_unique_ips.remove(&user);
             a.user_enabled.remove(&user);
+            a.user_rate_limits.remove(&user);
         }
         UserEdit::RotateSecret { secret, .. } => {
             a.users.insert(user, *secret);

@@ -229,9 +229,14 @@ impl AccessIndex {
     }
 
     /// Applies `edit` to `text` (the caller checked existence and the last-user rule).
-    pub(crate) fn apply(&mut self, text: &mut String, edit: &UserEdit) -> Result<(), EditError> {
+    pub(crate) fn apply(
+        &mut self,
+        text: &mut String,
+        edit: &UserEdit,
+        cur_rate: Option<crate::model::RateLimitBps>,
+    ) -> Result<(), EditError> {
         let user = edit.username();
-        for w in crate::edit::writes_for(edit)? {
+        for w in crate::edit::writes_for(edit, cur_rate)? {
             let ti = USER_TABLES.iter().position(|t| *t == w.table).unwrap_or(0);
             match &w.value {
                 Some(v) => {

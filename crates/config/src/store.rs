@@ -558,10 +558,11 @@ impl ConfigStore {
         let old = std::str::from_utf8(&disk.bytes)
             .map_err(|_| EditError::Io(std::io::Error::other("config file is not UTF-8")))?
             .to_owned();
+        let cur_rate = cur.access.user_rate_limits.get(edit.username()).copied();
         let text = match disk.index.as_mut() {
             Some(index) => {
                 let mut text = old;
-                if let Err(e) = index.apply(&mut text, edit) {
+                if let Err(e) = index.apply(&mut text, edit, cur_rate) {
                     self.restore_doc(disk);
                     return Err(e);
                 }
@@ -576,7 +577,7 @@ impl ConfigStore {
                         "user {user:?} is defined in an included file; edit that file instead"
                     )));
                 }
-                apply_to_doc(&mut doc, edit)?;
+                apply_to_doc(&mut doc, edit, cur_rate)?;
                 let text = doc.to_string();
                 if disk.has_includes {
                     fsio::unmask_includes(&text)

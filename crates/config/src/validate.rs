@@ -579,6 +579,25 @@ fn check_access(cfg: &Config) -> Result<(), ConfigError> {
         "access.user_max_unique_ips_window_secs",
     )?;
     nonzero(a.replay_window_secs, "access.replay_window_secs")?;
+    for (u, r) in &a.user_rate_limits {
+        ensure(r.up_bps > 0 || r.down_bps > 0, || {
+            format!("access.user_rate_limits.{u}: up_bps or down_bps must be > 0")
+        })?;
+    }
+    let mut templates = Vec::new();
+    for (k, r) in &a.cidr_rate_limits {
+        let key = crate::model::CidrRateKey::parse(k)
+            .map_err(|e| invalid(format!("access.cidr_rate_limits.{k:?}: {e}")))?;
+        ensure(r.up_bps > 0 || r.down_bps > 0, || {
+            format!("access.cidr_rate_limits.{k:?}: up_bps or down_bps must be > 0")
+        })?;
+        if let crate::model::CidrRateKey::Template(..) = key {
+            ensure(!templates.contains(&key), || {
+                format!("access.cidr_rate_limits.{k:?}: the same template appears twice")
+            })?;
+            templates.push(key);
+        }
+    }
     Ok(())
 }
 

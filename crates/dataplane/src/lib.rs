@@ -34,6 +34,7 @@ mod listener;
 mod masking;
 mod outbound;
 mod policy;
+mod ratelimit;
 mod relay;
 mod rng;
 mod session;

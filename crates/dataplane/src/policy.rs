@@ -42,6 +42,8 @@ pub(crate) struct UserRuntime {
     pub(crate) max_tcp_conns: AtomicUsize,
     /// 0 = unlimited.
     pub(crate) max_unique_ips: AtomicUsize,
+    /// `access.user_rate_limits` (shared by every session of the user).
+    pub(crate) rate: crate::ratelimit::Pair,
 }
 
 impl UserRuntime {
@@ -55,6 +57,7 @@ impl UserRuntime {
             expires_at_unix: AtomicI64::new(NEVER),
             max_tcp_conns: AtomicUsize::new(0),
             max_unique_ips: AtomicUsize::new(0),
+            rate: crate::ratelimit::Pair::new(config::RateLimitBps::default()),
         }
     }
 
@@ -88,6 +91,7 @@ impl UserRuntime {
             cap(limits.max_unique_ips, a.user_max_unique_ips_global_each),
             Ordering::Relaxed,
         );
+        self.rate.set(limits.rate.copied().unwrap_or_default());
     }
 }
 
@@ -97,6 +101,7 @@ struct UserLimits<'a> {
     expiration: Option<&'a time::OffsetDateTime>,
     max_tcp_conns: Option<&'a usize>,
     max_unique_ips: Option<&'a usize>,
+    rate: Option<&'a config::RateLimitBps>,
 }
 
 /// Walks a name-sorted map alongside the (equally sorted) user list, so a rebuild over N users
@@ -191,6 +196,8 @@ pub(crate) struct Policy {
     pub(crate) ip_mode: UniqueIpMode,
     pub(crate) ip_window: Duration,
     pub(crate) proxy_protocol: ProxyProtocolPolicy,
+    /// `access.cidr_rate_limits`.
+    pub(crate) cidr_rates: crate::ratelimit::CidrLimits,
 }
 
 /// The replay caches (docs/PROTOCOL.md §5), kept across publishes; resized in place when
@@ -261,9 +268,10 @@ impl Policy {
             SortedCursor::new(&a.user_data_quota),
             SortedCursor::new(&a.user_expirations),
         );
-        let (mut tcp, mut ips) = (
+        let (mut tcp, mut ips, mut rates) = (
             SortedCursor::new(&a.user_max_tcp_conns),
             SortedCursor::new(&a.user_max_unique_ips),
+            SortedCursor::new(&a.user_rate_limits),
         );
         for (name, secret) in &a.users {
             while let Some(gone) = old.next_if(|u| &*u.name < name.as_str()) {
@@ -294,6 +302,7 @@ impl Policy {
                 expiration: expiration.seek(name),
                 max_tcp_conns: tcp.seek(name),
                 max_unique_ips: ips.seek(name),
+                rate: rates.seek(name),
             };
             user.set_limits(a, &limits);
             users.push(user);
@@ -398,6 +407,10 @@ impl Policy {
                     cfg.server.proxy_protocol_header_timeout_ms.max(1),
                 ),
             },
+            cidr_rates: crate::ratelimit::CidrLimits::build(
+                &a.cidr_rate_limits,
+                prev.map(|p| &p.cidr_rates),
+            ),
         };
         Rebuilt {
             policy,

@@ -179,6 +179,9 @@ pub(crate) async fn handle(
     };
     drop(pending);
     let route = inner.stats.open_route(stats::Route::Direct);
+    let throttle = crate::ratelimit::Throttle {
+        cidr: policy.cidr_rates.for_ip(peer.ip()),
+    };
     let relay = DirectRelay {
         client: &stream,
         client_ciphers: ciphers,
@@ -188,6 +191,7 @@ pub(crate) async fn handle(
         user: &user,
         user_stats: admitted.session.stats(),
         idle: policy.idle,
+        throttle: &throttle,
     }
     .run_on(link.stream);
     drop(policy);

@@ -31,6 +31,11 @@ pub struct CreateUserRequest {
     /// Missing = enabled; `false` creates the user disabled (telemt 3.4).
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Bandwidth caps in bits per second (telemt 3.4).
+    #[serde(default)]
+    pub rate_limit_up_bps: Option<u64>,
+    #[serde(default)]
+    pub rate_limit_down_bps: Option<u64>,
 }
 
 /// `PATCH /v1/users/{u}` body: outer `None` = absent (keep), `Some(None)` = `null` (clear),
@@ -52,6 +57,11 @@ pub struct PatchUserRequest {
     /// `false` disables; `true` or `null` enables (removes the override) — telemt 3.4.
     #[serde(default, deserialize_with = "present")]
     pub enabled: Option<Option<bool>>,
+    /// `null` (or 0) removes the cap of that direction.
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit_up_bps: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit_down_bps: Option<Option<u64>>,
 }
 
 /// `POST /v1/users/{u}/rotate-secret` body (the body itself is optional).
@@ -93,6 +103,8 @@ pub struct UserInfo {
     pub expiration_rfc3339: Option<String>,
     pub data_quota_bytes: Option<u64>,
     pub max_unique_ips: Option<usize>,
+    pub rate_limit_up_bps: Option<u64>,
+    pub rate_limit_down_bps: Option<u64>,
     pub current_connections: u64,
     pub active_unique_ips: usize,
     pub active_unique_ips_list: Vec<IpAddr>,
@@ -158,6 +170,13 @@ impl CreateUserRequest {
             data_quota_bytes: self.data_quota_bytes,
             max_unique_ips: self.max_unique_ips,
             enabled: self.enabled.unwrap_or(true),
+            rate_limits: match (self.rate_limit_up_bps, self.rate_limit_down_bps) {
+                (None, None) => None,
+                (up, down) => Some(config::RateLimitBps {
+                    up_bps: up.unwrap_or(0),
+                    down_bps: down.unwrap_or(0),
+                }),
+            },
         })
     }
 }
@@ -189,6 +208,8 @@ impl PatchUserRequest {
             data_quota_bytes: field(self.data_quota_bytes, Ok)?,
             max_unique_ips: field(self.max_unique_ips, Ok)?,
             enabled: self.enabled.map(|v| v.unwrap_or(true)),
+            rate_limit_up_bps: field(self.rate_limit_up_bps, Ok)?,
+            rate_limit_down_bps: field(self.rate_limit_down_bps, Ok)?,
         })
     }
 }

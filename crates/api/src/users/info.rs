@@ -179,6 +179,12 @@ impl<'a> UserRenderer<'a> {
         push_opt_u64(buf, access.user_data_quota.get(u).copied());
         buf.extend_from_slice(b",\"max_unique_ips\":");
         push_opt_u64(buf, access.effective_max_unique_ips(u).map(|n| n as u64));
+        let rate = access.user_rate_limits.get(u);
+        let cap = |v: u64| (v > 0).then_some(v);
+        buf.extend_from_slice(b",\"rate_limit_up_bps\":");
+        push_opt_u64(buf, rate.and_then(|r| cap(r.up_bps)));
+        buf.extend_from_slice(b",\"rate_limit_down_bps\":");
+        push_opt_u64(buf, rate.and_then(|r| cap(r.down_bps)));
         buf.extend_from_slice(b",\"current_connections\":");
         push_u64(buf, counters.current_connections);
         buf.extend_from_slice(b",\"active_unique_ips\":");

@@ -11,8 +11,8 @@ mod sections;
 pub use general::{General, Links, Modes, ShowLink, Telemetry};
 pub(crate) use sections::default_stun_servers;
 pub use sections::{
-    effective_cap, Access, ApiSettings, Censorship, Listener, Network, Server, Timeouts,
-    UpstreamConfig, UpstreamKind,
+    effective_cap, Access, ApiSettings, Censorship, CidrRateKey, Listener, Network, RateLimitBps,
+    Server, Timeouts, UpstreamConfig, UpstreamKind,
 };
 
 use std::collections::BTreeMap;

@@ -342,6 +342,11 @@ pub struct Access {
     pub user_max_unique_ips: BTreeMap<String, usize>,
     /// `false` disables a user (secret and limits kept; new clients are masked). Missing = on.
     pub user_enabled: BTreeMap<String, bool>,
+    /// Per-user bandwidth caps (bits per second; 0 = that direction unlimited).
+    pub user_rate_limits: BTreeMap<String, RateLimitBps>,
+    /// Per-source caps: an explicit CIDR (longest prefix wins) or an auto-template `*4/N`,
+    /// `*6/N`, `*/N` (one bucket per matching subnet). Validated by [`CidrRateKey::parse`].
+    pub cidr_rate_limits: BTreeMap<String, RateLimitBps>,
     /// Default per-user TCP connection cap; 0 = none.
     pub user_max_tcp_conns_global_each: usize,
     /// Default per-user unique-IP cap; 0 = none.
@@ -364,6 +369,8 @@ impl Default for Access {
             user_data_quota: BTreeMap::new(),
             user_max_unique_ips: BTreeMap::new(),
             user_enabled: BTreeMap::new(),
+            user_rate_limits: BTreeMap::new(),
+            cidr_rate_limits: BTreeMap::new(),
             user_max_tcp_conns_global_each: 0,
             user_max_unique_ips_global_each: 0,
             user_max_unique_ips_mode: IpPolicyMode::ActiveWindow,
@@ -403,6 +410,56 @@ impl Access {
             self.user_max_unique_ips.get(user).copied(),
             self.user_max_unique_ips_global_each,
         )
+    }
+}
+
+/// A bandwidth cap in bits per second per direction (telemt's `RateLimitBps`); 0 = none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBps {
+    #[serde(default)]
+    pub up_bps: u64,
+    #[serde(default)]
+    pub down_bps: u64,
+}
+
+/// A key of `access.cidr_rate_limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidrRateKey {
+    /// One shared bucket for every source inside the network.
+    Net(IpNet),
+    /// One bucket per source subnet of this prefix length: (IPv4 prefix, IPv6 prefix);
+    /// `None` = the template does not apply to that family.
+    Template(Option<u8>, Option<u8>),
+}
+
+impl CidrRateKey {
+    /// Parses a CIDR (`203.0.113.0/24`, a bare IP is a /32 or /128) or a template (`*4/N`,
+    /// `*6/N`, `*/N` where IPv6 uses `/(N*4)`).
+    pub fn parse(key: &str) -> Result<Self, String> {
+        let k = key.trim();
+        let len = |s: &str, max: u8| -> Result<u8, String> {
+            s.parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("prefix length must be 0..={max}"))
+        };
+        if let Some(n) = k.strip_prefix("*4/") {
+            return Ok(Self::Template(Some(len(n, 32)?), None));
+        }
+        if let Some(n) = k.strip_prefix("*6/") {
+            return Ok(Self::Template(None, Some(len(n, 128)?)));
+        }
+        if let Some(n) = k.strip_prefix("*/") {
+            let n = len(n, 32)?;
+            return Ok(Self::Template(Some(n), Some(n * 4)));
+        }
+        if let Ok(net) = k.parse::<IpNet>() {
+            return Ok(Self::Net(net.trunc()));
+        }
+        k.parse::<IpAddr>()
+            .map(|ip| Self::Net(IpNet::from(ip)))
+            .map_err(|_| "must be a CIDR, an IP, or a template *4/N, *6/N, */N".to_owned())
     }
 }
 

@@ -44,6 +44,7 @@ pub(crate) struct DirectRelay<'a> {
     pub(crate) user: &'a UserRuntime,
     pub(crate) user_stats: &'a UserStats,
     pub(crate) idle: IdlePolicy,
+    pub(crate) throttle: &'a crate::ratelimit::Throttle,
 }
 
 impl DirectRelay<'_> {
@@ -72,10 +73,12 @@ impl DirectRelay<'_> {
             user,
             user_stats,
             idle,
+            throttle,
         } = self;
         let meter = Meter {
             user,
             stats: user_stats,
+            throttle,
         };
         let client_out = ClientOut::new(deframer.is_some());
         let CipherPair {
@@ -137,6 +140,7 @@ async fn upstream<W: OutboundWrite>(
         enc.apply_in_place(data);
         out::write_all(&mut dc, data).await?;
         meter.check_quota()?;
+        meter.pace(true, n).await;
         if chunk.closed {
             out::shutdown(&mut dc).await;
             return Ok(());
@@ -184,6 +188,7 @@ async fn downstream<R: OutboundRead>(
         write_all(client, &b[..wire]).await?;
         meter.count_to_client(wire);
         meter.check_quota()?;
+        meter.pace(false, wire).await;
         buf.grow_if_full(wire);
     }
 }

@@ -146,9 +146,18 @@ pub(crate) async fn idle_watch(activity: &Activity, idle: IdlePolicy) -> RelayEn
 pub(crate) struct Meter<'a> {
     pub(crate) user: &'a UserRuntime,
     pub(crate) stats: &'a UserStats,
+    pub(crate) throttle: &'a crate::ratelimit::Throttle,
 }
 
 impl Meter<'_> {
+    /// Waits out what the user's and the source's bandwidth caps owe for `n` bytes just
+    /// moved (`up`: client → DC). Nothing is awaited when no cap applies.
+    pub(crate) async fn pace(&self, up: bool, n: usize) {
+        if let Some(wait) = self.throttle.charge(&self.user.rate, up, n) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Counts `n` bytes read from the client.
     pub(crate) fn count_from_client(&self, n: usize) {
         self.stats.add_octets_from_client(n as u64);

@@ -198,3 +198,43 @@ async fn unique_ip_limit_in_each_mode() {
         }
     }
 }
+
+/// `access.user_rate_limits`: a capped download never runs faster than its cap (the pacing
+/// is shared by all the user's sessions; another user is not paced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_download_holds_its_cap() {
+    const CAP_BYTES: u64 = 400_000; // 3.2 Mbit/s
+    const N: usize = 1_200_000;
+    let h = Harness::start(Cfg {
+        tail: format!(
+            "[access.user_rate_limits]\nalice = {{ down_bps = {} }}\n",
+            CAP_BYTES * 8
+        ),
+        ..Cfg::default()
+    })
+    .await;
+    let conn = h.connect(Mode::Intermediate, 0).await;
+    let (mut rd, mut wr) = conn.into_split();
+    let data = random(N);
+    let t0 = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        wr.send(&data).await.expect("send");
+        wr
+    });
+    let got = rd.recv_exact(N).await.expect("echo");
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert_eq!(got.len(), N);
+    drop(writer.await);
+    let rate = N as f64 / elapsed;
+    // Never faster than the cap (a 50 ms burst allowance); not absurdly slower either.
+    assert!(
+        rate <= CAP_BYTES as f64 * 1.06,
+        "{rate:.0} B/s over a {CAP_BYTES} B/s cap"
+    );
+    assert!(
+        rate >= CAP_BYTES as f64 * 0.5,
+        "{rate:.0} B/s far under the cap"
+    );
+    // Bob is not paced.
+    drop(assert_admitted(&h, h.addr(), 1).await);
+}
