@@ -11,7 +11,7 @@
 //! ```text
 //!  raw ──feed──► ServerHandshake ──► NeedMore ─ read ─► feed …
 //!                                ├─► Send(bytes, delay) ─ sleep, write ─► feed(empty)
-//!                                ├─► Reject(reason, mask|drop) ─► Rejected (+ raw to mask)
+//!                                ├─► Reject(reason, mask|drop|alert) ─► Rejected (+ raw to mask)
 //!                                └─► Accept(keys, user, tag, dc, pending) ─► Authenticated
 //! ```
 
@@ -69,20 +69,30 @@ pub(crate) enum Rejected {
         reason: RejectReason,
         detail: &'static str,
     },
+    /// Write `bytes` (a TLS alert) at once, then close.
+    Alert {
+        bytes: &'static [u8],
+        reason: RejectReason,
+        detail: &'static str,
+    },
 }
 
 impl Rejected {
     /// Statistics class.
     pub(crate) fn reason(&self) -> RejectReason {
         match self {
-            Self::Mask { reason, .. } | Self::Drop { reason, .. } => *reason,
+            Self::Mask { reason, .. } | Self::Drop { reason, .. } | Self::Alert { reason, .. } => {
+                *reason
+            }
         }
     }
 
     /// Finer label for logs.
     pub(crate) fn detail(&self) -> &'static str {
         match self {
-            Self::Mask { detail, .. } | Self::Drop { detail, .. } => detail,
+            Self::Mask { detail, .. } | Self::Drop { detail, .. } | Self::Alert { detail, .. } => {
+                detail
+            }
         }
     }
 
@@ -94,6 +104,11 @@ impl Rejected {
                 detail: r.detail,
             },
             Disposition::Drop => Self::Drop {
+                reason: r.reason,
+                detail: r.detail,
+            },
+            Disposition::Alert(bytes) => Self::Alert {
+                bytes,
                 reason: r.reason,
                 detail: r.detail,
             },

@@ -72,6 +72,22 @@ async fn mask(
     masking::run(stream, raw, job).await;
 }
 
+/// Writes a TLS alert and closes with a FIN, like a web server refusing the handshake
+/// (PROTOCOL.md §4.4). Bounded: a client that does not read cannot hold the task.
+async fn send_alert_and_close(stream: TcpStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = stream;
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(ALERT_WRITE_TIMEOUT, write).await;
+}
+
+/// Bound on writing the 7-byte alert (it fits any socket buffer; this only guards a peer
+/// that vanished without a reset).
+const ALERT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves one accepted connection.
 pub(crate) async fn handle(
     inner: Arc<Inner>,
@@ -127,8 +143,10 @@ pub(crate) async fn handle(
         }
         Ok(Err(rej)) => {
             bad(&inner, peer.ip(), rej.reason(), rej.detail());
-            if let Rejected::Mask { raw, .. } = rej {
-                mask(&inner, &policy, stream, raw, peer, local).await;
+            match rej {
+                Rejected::Mask { raw, .. } => mask(&inner, &policy, stream, raw, peer, local).await,
+                Rejected::Alert { bytes, .. } => send_alert_and_close(stream, bytes).await,
+                Rejected::Drop { .. } => {}
             }
             return;
         }

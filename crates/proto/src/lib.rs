@@ -69,7 +69,7 @@ pub use tls::server_hello::{
     build_server_hello, verify_server_hello, write_server_hello, ServerHelloError,
     ServerHelloParams,
 };
-pub use tls::{detect as detect_tls, Detection};
+pub use tls::{detect as detect_tls, Detection, ALERT_UNRECOGNIZED_NAME};
 pub use users::{
     match_init, match_init_with, InitReject, MatchOptions, Matched, UserKey, UserTable,
 };

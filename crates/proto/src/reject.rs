@@ -4,7 +4,7 @@
 //! headers, the accept limit).
 //!
 //! Owns: [`RejectReason`], its stable snake_case class labels (statistics and API keys: never
-//! rename one) and the mask-or-drop [`Disposition`]. Must not: count anything (the stats crate
+//! rename one) and the mask, drop or alert [`Disposition`]. Must not: count anything (the stats crate
 //! does) or carry per-connection detail (the handshake's [`Rejection`](crate::Rejection)
 //! carries a fine-grained label beside the reason for logs).
 //!
@@ -30,6 +30,9 @@ pub enum Disposition {
     Mask,
     /// Close without answering (unknown SNI with `drop`, a vanished client).
     Drop,
+    /// Write these bytes at once, then close (unknown SNI with `reject_handshake`: a TLS
+    /// alert, PROTOCOL.md §4.4).
+    Alert(&'static [u8]),
 }
 
 macro_rules! reasons {
@@ -78,7 +81,7 @@ reasons! {
     TlsHelloTruncated => "tls_hello_truncated",
     /// A complete ClientHello record that does not parse.
     TlsMalformedHello => "tls_malformed_hello",
-    /// SNI not among the served domains (`unknown_sni_action` mask or drop).
+    /// SNI not among the served domains (`unknown_sni_action` other than `accept`).
     TlsUnknownSni => "tls_unknown_sni",
     /// ALPN offered without `h2` / `http/1.1` while `alpn_enforce` is on.
     TlsAlpnNotAllowed => "tls_alpn_not_allowed",

@@ -3,7 +3,7 @@
 //! ServerHello flight, the inner init through the record de-framer and multi-user matching.
 //!
 //! Owns: the order of those checks and every accept / reject decision, with a
-//! [`RejectReason`] and a mask-or-drop [`Disposition`] for each rejection. Must not: read
+//! [`RejectReason`] and a mask, drop or alert [`Disposition`] for each rejection. Must not: read
 //! sockets or clocks, sleep, or draw randomness itself — the driver feeds bytes and [`Now`],
 //! passes a [`RandomSource`], writes what [`Step::Send`] returns after its delay, and keeps
 //! every raw byte it read (a rejected client is masked with all of them). Admission limits
@@ -170,6 +170,10 @@ fn hello_reason(e: &HelloError) -> (RejectReason, Disposition) {
     let reason = match e {
         HelloError::UnknownSniDrop => return (RejectReason::TlsUnknownSni, Disposition::Drop),
         HelloError::UnknownSniMask => RejectReason::TlsUnknownSni,
+        HelloError::UnknownSniReject => {
+            let alert = Disposition::Alert(&crate::tls::ALERT_UNRECOGNIZED_NAME);
+            return (RejectReason::TlsUnknownSni, alert);
+        }
         HelloError::AlpnNotAllowed => RejectReason::TlsAlpnNotAllowed,
         HelloError::NoUsers => RejectReason::NoUsers,
         HelloError::NoMatchingSecret => RejectReason::TlsNoMatchingSecret,

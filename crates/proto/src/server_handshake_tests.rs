@@ -530,3 +530,36 @@ proptest! {
         let _ = env.run(&wire, step);
     }
 }
+
+#[test]
+fn unknown_sni_reject_handshake_answers_the_alert_at_once_and_accept_continues() {
+    let mut env = Env::new();
+    env.tls.unknown_sni = UnknownSniAction::RejectHandshake;
+    // A ServerHello delay applies to the success path only; the alert goes out without it.
+    env.delay = (500, 900);
+    let sni = hello_for(&secret(1), Some("other.example.org"), NOW as u32, &[]);
+    let mut hs = ServerHandshake::new(env.ctx());
+    match hs.feed(&sni, env.now, &mut rng(1)) {
+        Step::Reject(r) => {
+            assert_eq!(r.reason, RejectReason::TlsUnknownSni);
+            let Disposition::Alert(bytes) = r.disposition else {
+                panic!("{r:?}");
+            };
+            assert_eq!(bytes, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
+            assert_eq!(r.consumed, sni.len());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A served SNI is unaffected.
+    let (wire, _) = tls_wire(1, 21, b"");
+    assert!(matches!(env.run(&wire, 4096), Outcome::Accepted(..)));
+
+    // `accept`: the unknown SNI is treated as served and the digest decides.
+    let mut acc = Env::new();
+    acc.tls.unknown_sni = UnknownSniAction::Accept;
+    let mut wire = hello_for(&secret(2), Some("other.example.org"), NOW as u32, &[]);
+    let (inner, _) = tls_wire(2, 22, b"");
+    let h2 = hello(2);
+    wire.extend_from_slice(&inner[h2.len()..]);
+    assert!(matches!(acc.run(&wire, 4096), Outcome::Accepted(..)));
+}
