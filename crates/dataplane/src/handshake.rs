@@ -175,12 +175,15 @@ fn now() -> Now {
 }
 
 /// Runs the handshake on `stream`; `raw` holds bytes already read (after a PROXY header).
+/// At `deadline` (`timeouts.client_handshake`) the state machine decides what happens to
+/// the bytes read so far ([`ServerHandshake::timeout`]).
 pub(crate) async fn run(
     stream: &TcpStream,
     policy: &Policy,
     hints: &IpHints,
     peer_ip: IpAddr,
     mut raw: Vec<u8>,
+    deadline: tokio::time::Instant,
 ) -> Result<Authenticated, Rejected> {
     let ctx = HandshakeContext {
         table: &policy.table,
@@ -203,7 +206,12 @@ pub(crate) async fn run(
             Step::NeedMore => {
                 let old = raw.len();
                 raw.resize(old + READ_CHUNK, 0);
-                match read_some(stream, &mut raw[old..]).await {
+                let read = tokio::time::timeout_at(deadline, read_some(stream, &mut raw[old..]));
+                let Ok(read) = read.await else {
+                    raw.truncate(old);
+                    return Err(Rejected::from_rejection(hs.timeout(), raw));
+                };
+                match read {
                     Ok(0) => {
                         raw.truncate(old);
                         return Err(Rejected::from_rejection(hs.eof(), raw));
@@ -216,11 +224,16 @@ pub(crate) async fn run(
                 }
             }
             Step::Send { bytes, delay } => {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                if write_all(stream, &bytes).await.is_err() {
-                    return Err(Rejected::io_error());
+                let send = async {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    write_all(stream, &bytes).await
+                };
+                match tokio::time::timeout_at(deadline, send).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Rejected::io_error()),
+                    Err(_) => return Err(Rejected::from_rejection(hs.timeout(), raw)),
                 }
                 drop(bytes);
                 hs.feed(&[], now(), &mut ThreadRandom)

@@ -125,23 +125,19 @@ pub(crate) async fn handle(
     }
 
     let mut cut = inner.cut.subscribe();
-    let hs = tokio::time::timeout(
-        policy.client_handshake,
-        handshake::run(&stream, &policy, &inner.hints, peer.ip(), raw),
-    );
+    let deadline = tokio::time::Instant::now() + policy.client_handshake;
+    let hs = handshake::run(&stream, &policy, &inner.hints, peer.ip(), raw, deadline);
     let outcome = tokio::select! {
         r = hs => r,
         _ = cut.wait_for(|c| *c) => return,
     };
     let auth = match outcome {
-        Err(_) => {
-            // Also a bad connection (class `handshake_timeout`), so the per-class totals add
-            // up to `connections_bad_total`.
-            inner.stats.inc_handshake_timeouts();
-            let r = RejectReason::HandshakeTimeout;
-            return bad(&inner, peer.ip(), r, "client handshake timed out");
-        }
-        Ok(Err(rej)) => {
+        Err(rej) => {
+            if rej.reason() == RejectReason::HandshakeTimeout {
+                // Also a bad connection (class `handshake_timeout`), so the per-class totals
+                // add up to `connections_bad_total`.
+                inner.stats.inc_handshake_timeouts();
+            }
             bad(&inner, peer.ip(), rej.reason(), rej.detail());
             match rej {
                 Rejected::Mask { raw, .. } => mask(&inner, &policy, stream, raw, peer, local).await,
@@ -150,7 +146,7 @@ pub(crate) async fn handle(
             }
             return;
         }
-        Ok(Ok(auth)) => auth,
+        Ok(auth) => auth,
     };
 
     // Subscribe before the admission check so a close racing with it is not missed.

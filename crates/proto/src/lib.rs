@@ -45,8 +45,8 @@ pub use framing::{
 };
 pub use obfs2::{
     build_client_init, build_dc_init, generate_plain_init, is_forbidden_prefix, seal_init,
-    FastModeKeys, InitError, InitKeys, ObfuscatedInit, OpenedInit, ProtoTag, RandomSource,
-    SealedInit, Secret, TagSet, Transport, INIT_LEN, SECRET_LEN,
+    starts_forbidden, FastModeKeys, InitError, InitKeys, ObfuscatedInit, OpenedInit, ProtoTag,
+    RandomSource, SealedInit, Secret, TagSet, Transport, INIT_LEN, SECRET_LEN,
 };
 pub use proxy_header::{ProxyError, ProxyHeader, ProxyVersion};
 pub use reject::{Disposition, RejectReason};

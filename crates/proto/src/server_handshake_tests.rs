@@ -276,7 +276,7 @@ fn detection_stage_rejections() {
         Disposition::Mask,
     );
     assert_reason(
-        env.run(b"GET / HTTP/1.1\r\n\r\n", 3),
+        env.run(b"PUT / HTTP/1.1\r\n\r\n", 3),
         RejectReason::Obfs2Truncated,
         Disposition::Mask,
     );
@@ -291,6 +291,13 @@ fn detection_stage_rejections() {
     env.plain_enabled = false;
     let out = env.run(b"GET / HTTP/1.1\r\n", 100);
     assert_reason(out, RejectReason::PlainDisabled, Disposition::Mask);
+    // One byte that cannot start a ClientHello decides when only TLS is served.
+    let (out, fed) = env.run_counted(b"GET / HTTP/1.1\r\n", 1);
+    assert_reason(out, RejectReason::PlainDisabled, Disposition::Mask);
+    assert_eq!(fed, 1);
+    let (out, fed) = env.run_counted(&[0x16, 0x03, 0x02, 0, 0], 1);
+    assert_reason(out, RejectReason::PlainDisabled, Disposition::Mask);
+    assert_eq!(fed, 3);
 }
 
 #[test]
@@ -302,10 +309,16 @@ fn obfuscated2_rejections() {
         RejectReason::Obfs2NoMatchingSecret,
         Disposition::Mask,
     );
+    let put = format!("PUT /{} HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n", "a".repeat(80));
+    assert_reason(
+        env.run(put.as_bytes(), 9),
+        RejectReason::Obfs2NoMatchingSecret,
+        Disposition::Mask,
+    );
     let get = format!("GET /{} HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n", "a".repeat(80));
     assert_reason(
         env.run(get.as_bytes(), 9),
-        RejectReason::Obfs2NoMatchingSecret,
+        RejectReason::Obfs2ForbiddenPrefix,
         Disposition::Mask,
     );
     // Unknown secret.
@@ -531,35 +544,5 @@ proptest! {
     }
 }
 
-#[test]
-fn unknown_sni_reject_handshake_answers_the_alert_at_once_and_accept_continues() {
-    let mut env = Env::new();
-    env.tls.unknown_sni = UnknownSniAction::RejectHandshake;
-    // A ServerHello delay applies to the success path only; the alert goes out without it.
-    env.delay = (500, 900);
-    let sni = hello_for(&secret(1), Some("other.example.org"), NOW as u32, &[]);
-    let mut hs = ServerHandshake::new(env.ctx());
-    match hs.feed(&sni, env.now, &mut rng(1)) {
-        Step::Reject(r) => {
-            assert_eq!(r.reason, RejectReason::TlsUnknownSni);
-            let Disposition::Alert(bytes) = r.disposition else {
-                panic!("{r:?}");
-            };
-            assert_eq!(bytes, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
-            assert_eq!(r.consumed, sni.len());
-        }
-        other => panic!("{other:?}"),
-    }
-    // A served SNI is unaffected.
-    let (wire, _) = tls_wire(1, 21, b"");
-    assert!(matches!(env.run(&wire, 4096), Outcome::Accepted(..)));
-
-    // `accept`: the unknown SNI is treated as served and the digest decides.
-    let mut acc = Env::new();
-    acc.tls.unknown_sni = UnknownSniAction::Accept;
-    let mut wire = hello_for(&secret(2), Some("other.example.org"), NOW as u32, &[]);
-    let (inner, _) = tls_wire(2, 22, b"");
-    let h2 = hello(2);
-    wire.extend_from_slice(&inner[h2.len()..]);
-    assert!(matches!(acc.run(&wire, 4096), Outcome::Accepted(..)));
-}
+#[path = "server_handshake_probe_tests.rs"]
+mod probes;
