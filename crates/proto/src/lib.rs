@@ -58,6 +58,7 @@ pub use server_handshake::{
 };
 pub use tls::client::{build_client_hello, ClientHelloError, ClientHelloParams};
 pub use tls::deframe::{Deframed, Deframer};
+pub use tls::fingerprint::{fingerprint as tls_fingerprint, FingerprintError, TlsFingerprint};
 pub use tls::hello::{
     parse_client_hello, Alpn, ClientHelloInfo, FakeTlsHello, HelloError, TimeWindow, TlsPolicy,
     UnknownSniAction,

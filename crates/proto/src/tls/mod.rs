@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod deframe;
+pub mod fingerprint;
 pub mod hello;
 pub mod record;
 pub mod server_hello;
