@@ -126,7 +126,18 @@ pub(crate) async fn handle(
 
     let mut cut = inner.cut.subscribe();
     let deadline = tokio::time::Instant::now() + policy.client_handshake;
-    let hs = handshake::run(&stream, &policy, &inner.hints, peer.ip(), raw, deadline);
+    let observer = handshake::Observer {
+        stats: &inner.stats,
+    };
+    let hs = handshake::run(
+        &stream,
+        &policy,
+        &inner.hints,
+        peer.ip(),
+        raw,
+        deadline,
+        observer,
+    );
     let outcome = tokio::select! {
         r = hs => r,
         _ = cut.wait_for(|c| *c) => return,
