@@ -23,9 +23,11 @@ use_middle_proxy = false
 log_level = "normal"          # debug | verbose | normal | silent
 
 [general.modes]
+# classic and secure ("dd") are random bytes from the first byte on: fully-encrypted-traffic
+# heuristics block them without probing. Keep them off unless old clients need them.
 classic = false
 secure = false
-tls = true                    # FakeTLS ("ee") links
+tls = true                    # FakeTLS ("ee") links: looks like an ordinary TLS connection
 
 [general.links]
 # public_host = "proxy.example.com"   # host written into tg:// links

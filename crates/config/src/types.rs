@@ -185,7 +185,12 @@ str_enum!(
 
 str_enum!(
     /// `censorship.unknown_sni_action`.
-    UnknownSniAction { Drop => "drop", Mask => "mask" } default Drop
+    UnknownSniAction {
+        Drop => "drop",
+        Mask => "mask",
+        Accept => "accept",
+        RejectHandshake => "reject_handshake",
+    } default Drop
 );
 
 #[cfg(test)]

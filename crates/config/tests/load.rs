@@ -30,6 +30,8 @@ fn default_config_parses_with_expected_values() {
         "127.0.0.1:9091".parse::<SocketAddr>().unwrap()
     );
     assert!(!c.general.use_middle_proxy);
+    let m = &c.general.modes;
+    assert!(m.tls && !m.classic && !m.secure, "only fake TLS by default");
     assert_eq!(c.censorship.tls_domain, "www.google.com");
     assert_eq!(c.access.users.len(), 1);
     assert_eq!(c.access.users["admin"], secret(0x42));

@@ -11,7 +11,7 @@
 //! ```text
 //!  raw ──feed──► ServerHandshake ──► NeedMore ─ read ─► feed …
 //!                                ├─► Send(bytes, delay) ─ sleep, write ─► feed(empty)
-//!                                ├─► Reject(reason, mask|drop) ─► Rejected (+ raw to mask)
+//!                                ├─► Reject(reason, mask|drop|alert) ─► Rejected (+ raw to mask)
 //!                                └─► Accept(keys, user, tag, dc, pending) ─► Authenticated
 //! ```
 
@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use proto::{
-    CipherPair, Disposition, HandshakeContext, Now, ProtoTag, RejectReason, Rejection,
+    Accepted, CipherPair, Disposition, HandshakeContext, Now, ProtoTag, RejectReason, Rejection,
     ServerHandshake, Step,
 };
 use tokio::net::TcpStream;
@@ -69,20 +69,30 @@ pub(crate) enum Rejected {
         reason: RejectReason,
         detail: &'static str,
     },
+    /// Write `bytes` (a TLS alert) at once, then close.
+    Alert {
+        bytes: &'static [u8],
+        reason: RejectReason,
+        detail: &'static str,
+    },
 }
 
 impl Rejected {
     /// Statistics class.
     pub(crate) fn reason(&self) -> RejectReason {
         match self {
-            Self::Mask { reason, .. } | Self::Drop { reason, .. } => *reason,
+            Self::Mask { reason, .. } | Self::Drop { reason, .. } | Self::Alert { reason, .. } => {
+                *reason
+            }
         }
     }
 
     /// Finer label for logs.
     pub(crate) fn detail(&self) -> &'static str {
         match self {
-            Self::Mask { detail, .. } | Self::Drop { detail, .. } => detail,
+            Self::Mask { detail, .. } | Self::Drop { detail, .. } | Self::Alert { detail, .. } => {
+                detail
+            }
         }
     }
 
@@ -94,6 +104,11 @@ impl Rejected {
                 detail: r.detail,
             },
             Disposition::Drop => Self::Drop {
+                reason: r.reason,
+                detail: r.detail,
+            },
+            Disposition::Alert(bytes) => Self::Alert {
+                bytes,
                 reason: r.reason,
                 detail: r.detail,
             },
@@ -159,13 +174,23 @@ fn now() -> Now {
     }
 }
 
+/// What the handshake saw besides its verdict.
+pub(crate) struct Observer<'a> {
+    /// Where complete ClientHellos are fingerprinted.
+    pub(crate) stats: &'a stats::Stats,
+}
+
 /// Runs the handshake on `stream`; `raw` holds bytes already read (after a PROXY header).
+/// At `deadline` (`timeouts.client_handshake`) the state machine decides what happens to
+/// the bytes read so far ([`ServerHandshake::timeout`]).
 pub(crate) async fn run(
     stream: &TcpStream,
     policy: &Policy,
     hints: &IpHints,
     peer_ip: IpAddr,
     mut raw: Vec<u8>,
+    deadline: tokio::time::Instant,
+    observer: Observer<'_>,
 ) -> Result<Authenticated, Rejected> {
     let ctx = HandshakeContext {
         table: &policy.table,
@@ -182,39 +207,20 @@ pub(crate) async fn run(
         hint: hints.get(peer_ip, policy.generation),
     };
     let mut hs = ServerHandshake::new(ctx);
-    let mut step = hs.feed(&raw, now(), &mut ThreadRandom);
-    let accepted = loop {
-        step = match step {
-            Step::NeedMore => {
-                let old = raw.len();
-                raw.resize(old + READ_CHUNK, 0);
-                match read_some(stream, &mut raw[old..]).await {
-                    Ok(0) => {
-                        raw.truncate(old);
-                        return Err(Rejected::from_rejection(hs.eof(), raw));
-                    }
-                    Ok(n) => {
-                        raw.truncate(old + n);
-                        hs.feed(&raw[old..], now(), &mut ThreadRandom)
-                    }
-                    Err(_) => return Err(Rejected::io_error()),
-                }
-            }
-            Step::Send { bytes, delay } => {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                if write_all(stream, &bytes).await.is_err() {
-                    return Err(Rejected::io_error());
-                }
-                drop(bytes);
-                hs.feed(&[], now(), &mut ThreadRandom)
-            }
-            Step::Reject(r) => return Err(Rejected::from_rejection(r, raw)),
-            Step::Accept(a) => break a,
-        };
+    let mut sent_hello = false;
+    let ended = drive(stream, &mut hs, &mut raw, deadline, &mut sent_hello).await;
+    let user = match &ended {
+        Ok(a) => policy.users.get(a.user_index).map(Arc::clone),
+        Err(_) => None,
     };
-    let Some(user) = policy.users.get(accepted.user_index).map(Arc::clone) else {
+    let name = user.as_ref().map(|u| &*u.name);
+    observe_hello(observer.stats, &raw, peer_ip, name, sent_hello);
+    let accepted = match ended {
+        Ok(a) => a,
+        Err(Ended::Rejected(r)) => return Err(Rejected::from_rejection(r, raw)),
+        Err(Ended::Io) => return Err(Rejected::io_error()),
+    };
+    let Some(user) = user else {
         // The table and the user list are built together; kept total anyway.
         return Err(Rejected::Mask {
             raw,
@@ -235,6 +241,102 @@ pub(crate) async fn run(
         pending: a.pending,
         raw,
     })
+}
+
+/// How [`drive`] ended without an accept.
+enum Ended {
+    Rejected(Rejection),
+    Io,
+}
+
+/// Feeds the state machine until it decides; every byte read is appended to `raw`.
+async fn drive(
+    stream: &TcpStream,
+    hs: &mut ServerHandshake<'_>,
+    raw: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+    sent_hello: &mut bool,
+) -> Result<Box<Accepted>, Ended> {
+    let mut step = hs.feed(raw, now(), &mut ThreadRandom);
+    loop {
+        step = match step {
+            Step::NeedMore => {
+                let old = raw.len();
+                raw.resize(old + READ_CHUNK, 0);
+                let read = tokio::time::timeout_at(deadline, read_some(stream, &mut raw[old..]));
+                let Ok(read) = read.await else {
+                    raw.truncate(old);
+                    return Err(Ended::Rejected(hs.timeout()));
+                };
+                match read {
+                    Ok(0) => {
+                        raw.truncate(old);
+                        return Err(Ended::Rejected(hs.eof()));
+                    }
+                    Ok(n) => {
+                        raw.truncate(old + n);
+                        hs.feed(&raw[old..], now(), &mut ThreadRandom)
+                    }
+                    Err(_) => {
+                        raw.truncate(old);
+                        return Err(Ended::Io);
+                    }
+                }
+            }
+            Step::Send { bytes, delay } => {
+                let send = async {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    write_all(stream, &bytes).await
+                };
+                match tokio::time::timeout_at(deadline, send).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(Ended::Io),
+                    Err(_) => return Err(Ended::Rejected(hs.timeout())),
+                }
+                // Only a ClientHello whose digest matched a user is answered.
+                *sent_hello = true;
+                drop(bytes);
+                hs.feed(&[], now(), &mut ThreadRandom)
+            }
+            Step::Reject(r) => return Err(Ended::Rejected(r)),
+            Step::Accept(a) => return Ok(a),
+        };
+    }
+}
+
+/// Fingerprints the ClientHello at the start of `raw`, if one arrived complete: counted as
+/// authenticated when it was answered with a ServerHello, as bad or probe otherwise.
+fn observe_hello(
+    stats: &stats::Stats,
+    raw: &[u8],
+    ip: IpAddr,
+    user: Option<&str>,
+    authenticated: bool,
+) {
+    let Some(head) = raw.get(..proto::tls::RECORD_HEADER_LEN) else {
+        return;
+    };
+    let proto::Detection::ClientHello { record_len } = proto::detect_tls(head) else {
+        return;
+    };
+    let Some(record) = raw.get(..proto::tls::RECORD_HEADER_LEN + record_len) else {
+        return;
+    };
+    let board = stats.tls_fingerprints();
+    match proto::tls_fingerprint(record) {
+        Ok(fp) => {
+            let f = stats::FingerprintRef {
+                ja3: &fp.ja3,
+                ja3_raw: &fp.ja3_raw,
+                ja4: &fp.ja4,
+                ja4_raw: &fp.ja4_raw,
+            };
+            board.record(f, ip, user, authenticated, now().unix_secs);
+        }
+        Err(_) => board.record_parse_error(),
+    }
 }
 
 #[cfg(test)]

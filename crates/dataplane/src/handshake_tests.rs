@@ -29,6 +29,10 @@ fn policy(delay_ms: u64) -> Policy {
     Policy::build(&cfg, None, 1).policy
 }
 
+fn observer(stats: &stats::Stats) -> Observer<'_> {
+    Observer { stats }
+}
+
 async fn pair() -> (TcpStream, TcpStream, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -53,6 +57,7 @@ fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
 async fn fake_tls_client_waits_the_hello_delay_on_tokio_clock() {
     let policy = policy(5_000);
     let hints = IpHints::new();
+    let stats = stats::Stats::new(SystemTime::now());
     let (mut client, server, peer) = pair().await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -75,7 +80,16 @@ async fn fake_tls_client_waits_the_hello_delay_on_tokio_clock() {
     client.write_all(&wire).await.expect("write");
 
     let started = tokio::time::Instant::now();
-    let auth = run(&server, &policy, &hints, peer.ip(), Vec::new()).await;
+    let auth = run(
+        &server,
+        &policy,
+        &hints,
+        peer.ip(),
+        Vec::new(),
+        far(),
+        observer(&stats),
+    )
+    .await;
     let Ok(auth) = auth else {
         panic!("rejected");
     };
@@ -90,6 +104,14 @@ async fn fake_tls_client_waits_the_hello_delay_on_tokio_clock() {
     assert_eq!(auth.raw, wire, "every byte read is kept");
     assert!(auth.deframer.is_some() && auth.pending.is_empty());
     assert_eq!(hints.get(peer.ip(), policy.generation), Some(1));
+    // The hello is fingerprinted once, as authenticated, under its user.
+    let fp = proto::tls_fingerprint(&hello).expect("fingerprint");
+    let snap = stats.tls_fingerprints().snapshot(10, now as u64 + 1, 600);
+    assert_eq!(snap.by_fingerprint.len(), 1);
+    let row = &snap.by_fingerprint[0];
+    assert_eq!((&row.ja3, &row.ja4), (&fp.ja3, &fp.ja4));
+    assert_eq!((row.total, row.auth_success, row.bad_or_probe), (1, 1, 0));
+    assert_eq!(snap.by_user[0].scope.as_deref(), Some("bob"));
 
     let mut response = vec![0u8; 8192];
     let n = client.read(&mut response).await.expect("read");
@@ -101,10 +123,21 @@ async fn fake_tls_client_waits_the_hello_delay_on_tokio_clock() {
 async fn rejected_clients_come_back_with_every_byte() {
     let policy = policy(0);
     let hints = IpHints::new();
+    let stats = stats::Stats::new(SystemTime::now());
     let (mut client, server, peer) = pair().await;
     let junk: Vec<u8> = (0..300u32).map(|i| (i * 13 + 1) as u8).collect();
     client.write_all(&junk).await.expect("write");
-    match run(&server, &policy, &hints, peer.ip(), b"pre".to_vec()).await {
+    match run(
+        &server,
+        &policy,
+        &hints,
+        peer.ip(),
+        b"pre".to_vec(),
+        far(),
+        observer(&stats),
+    )
+    .await
+    {
         Err(Rejected::Mask { raw, reason, .. }) => {
             assert_eq!(reason, RejectReason::Obfs2NoMatchingSecret);
             assert_eq!(&raw[..3], b"pre");
@@ -115,15 +148,101 @@ async fn rejected_clients_come_back_with_every_byte() {
     // A short probe followed by FIN: truncated, masked with exactly what it sent.
     let (mut client, server, peer) = pair().await;
     client
-        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .write_all(b"PUT / HTTP/1.1\r\n\r\n")
         .await
         .expect("write");
     client.shutdown().await.expect("fin");
-    match run(&server, &policy, &hints, peer.ip(), Vec::new()).await {
+    match run(
+        &server,
+        &policy,
+        &hints,
+        peer.ip(),
+        Vec::new(),
+        far(),
+        observer(&stats),
+    )
+    .await
+    {
         Err(Rejected::Mask { raw, reason, .. }) => {
             assert_eq!(reason, RejectReason::Obfs2Truncated);
-            assert_eq!(raw, b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(raw, b"PUT / HTTP/1.1\r\n\r\n");
         }
         _ => panic!("expected a masked rejection"),
+    }
+}
+
+fn far() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(3600)
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_open_probes_are_masked_early_or_at_the_deadline() {
+    let policy = policy(0);
+    let hints = IpHints::new();
+    let stats = stats::Stats::new(SystemTime::now());
+    // A forbidden prefix (§2.2) is decided without FIN and without waiting.
+    let (mut client, server, peer) = pair().await;
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    client.write_all(get).await.expect("write");
+    let started = tokio::time::Instant::now();
+    match run(
+        &server,
+        &policy,
+        &hints,
+        peer.ip(),
+        Vec::new(),
+        far(),
+        observer(&stats),
+    )
+    .await
+    {
+        Err(Rejected::Mask { raw, reason, .. }) => {
+            assert_eq!(reason, RejectReason::Obfs2ForbiddenPrefix);
+            assert_eq!(raw, get);
+        }
+        _ => panic!("expected a masked rejection"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // An ambiguous prefix held open goes to the mask host when the timer fires.
+    let (mut client, server, peer) = pair().await;
+    client
+        .write_all(b"PUT / HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    match run(
+        &server,
+        &policy,
+        &hints,
+        peer.ip(),
+        Vec::new(),
+        deadline,
+        observer(&stats),
+    )
+    .await
+    {
+        Err(Rejected::Mask { raw, reason, .. }) => {
+            assert_eq!(reason, RejectReason::HandshakeTimeout);
+            assert_eq!(raw, b"PUT / HTTP/1.1\r\n");
+        }
+        _ => panic!("expected a masked rejection"),
+    }
+    assert!(tokio::time::Instant::now() >= deadline);
+    // A silent client is closed at the deadline.
+    let (_client, server, peer) = pair().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    match run(
+        &server,
+        &policy,
+        &hints,
+        peer.ip(),
+        Vec::new(),
+        deadline,
+        observer(&stats),
+    )
+    .await
+    {
+        Err(Rejected::Drop { reason, .. }) => assert_eq!(reason, RejectReason::HandshakeTimeout),
+        _ => panic!("expected a dropped rejection"),
     }
 }

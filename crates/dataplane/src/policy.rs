@@ -332,6 +332,10 @@ impl Policy {
             unknown_sni: match c.unknown_sni_action {
                 config::UnknownSniAction::Drop => proto::UnknownSniAction::Drop,
                 config::UnknownSniAction::Mask => proto::UnknownSniAction::Mask,
+                config::UnknownSniAction::Accept => proto::UnknownSniAction::Accept,
+                config::UnknownSniAction::RejectHandshake => {
+                    proto::UnknownSniAction::RejectHandshake
+                }
             },
             alpn_enforce: c.alpn_enforce,
             time: proto::TimeWindow {

@@ -74,6 +74,22 @@ async fn mask(
     masking::run(stream, raw, job).await;
 }
 
+/// Writes a TLS alert and closes with a FIN, like a web server refusing the handshake
+/// (PROTOCOL.md §4.4). Bounded: a client that does not read cannot hold the task.
+async fn send_alert_and_close(stream: TcpStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = stream;
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(ALERT_WRITE_TIMEOUT, write).await;
+}
+
+/// Bound on writing the 7-byte alert (it fits any socket buffer; this only guards a peer
+/// that vanished without a reset).
+const ALERT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves one accepted connection.
 pub(crate) async fn handle(
     inner: Arc<Inner>,
@@ -111,30 +127,39 @@ pub(crate) async fn handle(
     }
 
     let mut cut = inner.cut.subscribe();
-    let hs = tokio::time::timeout(
-        policy.client_handshake,
-        handshake::run(&stream, &policy, &inner.hints, peer.ip(), raw),
+    let deadline = tokio::time::Instant::now() + policy.client_handshake;
+    let observer = handshake::Observer {
+        stats: &inner.stats,
+    };
+    let hs = handshake::run(
+        &stream,
+        &policy,
+        &inner.hints,
+        peer.ip(),
+        raw,
+        deadline,
+        observer,
     );
     let outcome = tokio::select! {
         r = hs => r,
         _ = cut.wait_for(|c| *c) => return,
     };
     let auth = match outcome {
-        Err(_) => {
-            // Also a bad connection (class `handshake_timeout`), so the per-class totals add
-            // up to `connections_bad_total`.
-            inner.stats.inc_handshake_timeouts();
-            let r = RejectReason::HandshakeTimeout;
-            return bad(&inner, peer.ip(), r, "client handshake timed out");
-        }
-        Ok(Err(rej)) => {
+        Err(rej) => {
+            if rej.reason() == RejectReason::HandshakeTimeout {
+                // Also a bad connection (class `handshake_timeout`), so the per-class totals
+                // add up to `connections_bad_total`.
+                inner.stats.inc_handshake_timeouts();
+            }
             bad(&inner, peer.ip(), rej.reason(), rej.detail());
-            if let Rejected::Mask { raw, .. } = rej {
-                mask(&inner, &policy, stream, raw, peer, local).await;
+            match rej {
+                Rejected::Mask { raw, .. } => mask(&inner, &policy, stream, raw, peer, local).await,
+                Rejected::Alert { bytes, .. } => send_alert_and_close(stream, bytes).await,
+                Rejected::Drop { .. } => {}
             }
             return;
         }
-        Ok(Ok(auth)) => auth,
+        Ok(auth) => auth,
     };
 
     // Subscribe before the admission check so a close racing with it is not missed.

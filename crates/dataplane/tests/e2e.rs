@@ -15,3 +15,6 @@ mod limits;
 
 #[path = "e2e/reload.rs"]
 mod reload;
+
+#[path = "e2e/fronting.rs"]
+mod fronting;

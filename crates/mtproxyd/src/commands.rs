@@ -12,10 +12,13 @@ use crate::netinfo;
 pub fn check(path: &Path) -> ExitCode {
     match ConfigStore::open(path) {
         Ok(store) => {
+            let snap = store.current();
             for w in store.warnings() {
                 println!("warning: {w}");
             }
-            let snap = store.current();
+            for w in mode_warnings(&snap.config) {
+                println!("warning: {w}");
+            }
             println!(
                 "ok: {} is valid ({} users, revision {})",
                 path.display(),
@@ -29,6 +32,26 @@ pub fn check(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Warnings about enabled modes that a censor can detect passively (docs/PROTOCOL.md §2.2,
+/// docs/DECISIONS.md #33): only fake TLS looks like ordinary HTTPS on the wire.
+pub fn mode_warnings(cfg: &config::Config) -> Vec<String> {
+    let modes = &cfg.general.modes;
+    let mut out = Vec::new();
+    for (on, key, what) in [
+        (modes.classic, "classic", "classic (plain obfuscated2)"),
+        (modes.secure, "secure", "secure (\"dd\")"),
+    ] {
+        if on {
+            out.push(format!(
+                "general.modes.{key} = true: {what} connections are uniformly random bytes \
+                 from the first byte, which fully-encrypted-traffic heuristics detect and block; \
+                 only tls (\"ee\") looks like ordinary TLS. Prefer tls alone"
+            ));
+        }
+    }
+    out
 }
 
 /// The links of one user as `(mode, link)` pairs, in API order (classic, secure, tls).

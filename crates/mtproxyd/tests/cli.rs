@@ -57,6 +57,32 @@ fn check_reports_unknown_keys_as_warnings() {
 }
 
 #[test]
+fn check_warns_about_detectable_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let f = ConfigFixture::new(9);
+    std::fs::write(&path, f.render()).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("general.modes"),
+        "tls alone must not warn: {out}"
+    );
+
+    let text = f.render().replace(
+        "classic = false\nsecure = false",
+        "classic = true\nsecure = true",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "a warning is not an error: {out}");
+    for key in ["general.modes.classic", "general.modes.secure"] {
+        assert!(out.contains(&format!("warning: {key} = true")), "{out}");
+    }
+    assert!(out.contains("fully-encrypted-traffic"), "{out}");
+}
+
+#[test]
 fn links_prints_tls_links_per_user() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");

@@ -424,10 +424,11 @@ async fn api_reports_the_real_traffic() {
         serde_json::json!([{"class": "obfs2_no_matching_secret", "total": 1}]),
         "{summary}"
     );
-    // A short HTTP request followed by FIN: too short for an init.
+    // A short HTTP request followed by FIN: too short for an init (a method §2.2 does not
+    // forbid, so it is undecided until the FIN).
     send_probe(
         s.proxy,
-        b"GET / HTTP/1.1\r\n\r\n",
+        b"PUT / HTTP/1.1\r\n\r\n",
         Duration::from_secs(3),
         true,
     )
@@ -536,4 +537,63 @@ async fn restart_in(dir: &std::path::Path, s: &Setup) -> (Daemon, SocketAddr) {
         .await
         .unwrap_or_else(|e| panic!("restart: {e}\n{}", daemon.logs()));
     (daemon, s.api)
+}
+
+/// `/v1/runtime/tls-fingerprints` lists the testkit client's ClientHello (JA3/JA4 as `proto`
+/// computes them), split into authenticated and probe observations.
+#[tokio::test]
+async fn tls_fingerprints_count_the_testkit_hello() {
+    let s = setup().await;
+    let mut hellos = Vec::new();
+    for _ in 0..2 {
+        let mode = Mode::Tls(TlsOptions::new(DOMAIN));
+        let mut c = TestClient::connect(s.proxy, mode, s.secret, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", s.daemon.logs()));
+        req_pq(&mut c, &s.dc).await.unwrap();
+        hellos.push(c.client_hello().expect("hello").to_vec());
+    }
+    let probe = bad_digest_hello(&s.secret, Some(DOMAIN));
+    send_probe(s.proxy, &probe, T, true).await.unwrap();
+
+    let good = proto::tls_fingerprint(&hellos[0]).expect("fingerprint");
+    let bad = proto::tls_fingerprint(&probe).expect("fingerprint");
+    let want_good = (2 + u64::from(bad == good), 2, u64::from(bad == good));
+    let mut c = HttpClient::new(s.api);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let v = api_data(&mut c, "/v1/runtime/tls-fingerprints?limit=50").await;
+        assert_eq!(v["enabled"], true, "{v}");
+        let d = &v["data"];
+        let rows = d["by_fingerprint"].as_array().cloned().unwrap_or_default();
+        let find = |fp: &proto::TlsFingerprint| {
+            rows.iter()
+                .find(|r| r["ja3"] == fp.ja3.as_str() && r["ja4"] == fp.ja4.as_str())
+                .map(|r| {
+                    assert_eq!(r["ja3_raw"], fp.ja3_raw.as_str(), "{r}");
+                    assert_eq!(r["ja4_raw"], fp.ja4_raw.as_str(), "{r}");
+                    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+                    (n("total"), n("auth_success"), n("bad_or_probe"))
+                })
+        };
+        let got_good = find(&good);
+        let got_bad = find(&bad);
+        let users = d["by_user"].as_array().cloned().unwrap_or_default();
+        let done = got_good == Some(want_good)
+            && (bad == good || got_bad == Some((1, 0, 1)))
+            && users
+                .iter()
+                .any(|r| r["scope"] == "alice" && r["auth_success"] == 2);
+        if done {
+            // Each row is also scoped by the client address and its /24.
+            assert!(d["by_ip"].to_string().contains("127.0.0.1"), "{d}");
+            assert!(d["by_cidr"].to_string().contains("127.0.0.0/24"), "{d}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "good {got_good:?} (want {want_good:?}), bad {got_bad:?}: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

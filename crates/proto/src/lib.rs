@@ -45,8 +45,8 @@ pub use framing::{
 };
 pub use obfs2::{
     build_client_init, build_dc_init, generate_plain_init, is_forbidden_prefix, seal_init,
-    FastModeKeys, InitError, InitKeys, ObfuscatedInit, OpenedInit, ProtoTag, RandomSource,
-    SealedInit, Secret, TagSet, Transport, INIT_LEN, SECRET_LEN,
+    starts_forbidden, FastModeKeys, InitError, InitKeys, ObfuscatedInit, OpenedInit, ProtoTag,
+    RandomSource, SealedInit, Secret, TagSet, Transport, INIT_LEN, SECRET_LEN,
 };
 pub use proxy_header::{ProxyError, ProxyHeader, ProxyVersion};
 pub use reject::{Disposition, RejectReason};
@@ -58,6 +58,7 @@ pub use server_handshake::{
 };
 pub use tls::client::{build_client_hello, ClientHelloError, ClientHelloParams};
 pub use tls::deframe::{Deframed, Deframer};
+pub use tls::fingerprint::{fingerprint as tls_fingerprint, FingerprintError, TlsFingerprint};
 pub use tls::hello::{
     parse_client_hello, Alpn, ClientHelloInfo, FakeTlsHello, HelloError, TimeWindow, TlsPolicy,
     UnknownSniAction,
@@ -69,7 +70,7 @@ pub use tls::server_hello::{
     build_server_hello, verify_server_hello, write_server_hello, ServerHelloError,
     ServerHelloParams,
 };
-pub use tls::{detect as detect_tls, Detection};
+pub use tls::{detect as detect_tls, Detection, ALERT_UNRECOGNIZED_NAME};
 pub use users::{
     match_init, match_init_with, InitReject, MatchOptions, Matched, UserKey, UserTable,
 };

@@ -234,6 +234,14 @@ fn keyed(material: &[u8; 32], secret: &Secret) -> [u8; 32] {
 
 /// True when a generated init must be redrawn (docs/PROTOCOL.md §2.2).
 pub fn is_forbidden_prefix(init: &[u8; INIT_LEN]) -> bool {
+    starts_forbidden(init)
+}
+
+/// True when the first bytes received so far already break a rule of PROTOCOL.md §2.2, so
+/// they can never be the start of an init a real client generated: the rules need 1, 4 and
+/// 8 bytes, and each is checked once that many bytes are present. A shorter or clean prefix
+/// is still possible (`false`).
+pub fn starts_forbidden(bytes: &[u8]) -> bool {
     const BAD4: [[u8; 4]; 7] = [
         *b"HEAD",
         *b"POST",
@@ -243,7 +251,9 @@ pub fn is_forbidden_prefix(init: &[u8; INIT_LEN]) -> bool {
         [0xdd; 4],
         [0x16, 0x03, 0x01, 0x02],
     ];
-    init[0] == 0xef || BAD4.iter().any(|b| init[..4] == b[..]) || init[4..8] == [0, 0, 0, 0]
+    bytes.first() == Some(&0xef)
+        || bytes.get(..4).is_some_and(|p| BAD4.iter().any(|b| p == b))
+        || bytes.get(4..8) == Some(&[0, 0, 0, 0])
 }
 
 /// The decoded content of a sealed init.

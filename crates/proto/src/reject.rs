@@ -4,7 +4,7 @@
 //! headers, the accept limit).
 //!
 //! Owns: [`RejectReason`], its stable snake_case class labels (statistics and API keys: never
-//! rename one) and the mask-or-drop [`Disposition`]. Must not: count anything (the stats crate
+//! rename one) and the mask, drop or alert [`Disposition`]. Must not: count anything (the stats crate
 //! does) or carry per-connection detail (the handshake's [`Rejection`](crate::Rejection)
 //! carries a fine-grained label beside the reason for logs).
 //!
@@ -17,8 +17,8 @@
 //!                    tls_alpn_not_allowed, tls_no_matching_secret, tls_stale_timestamp,
 //!                    tls_replay
 //!  inner records     tls_bad_record, tls_alert_before_init, tls_init_too_far, tls_init_truncated
-//!  64-byte init      obfs2_truncated, obfs2_no_matching_secret, obfs2_tag_not_allowed,
-//!                    obfs2_replay, no_users
+//!  64-byte init      obfs2_forbidden_prefix (from the first byte on), obfs2_truncated,
+//!                    obfs2_no_matching_secret, obfs2_tag_not_allowed, obfs2_replay, no_users
 //!  any               handshake_timeout, io_error, internal_error
 //!  admission         user_expired, user_quota_exhausted, user_max_tcp_conns, user_max_unique_ips
 //! ```
@@ -30,6 +30,9 @@ pub enum Disposition {
     Mask,
     /// Close without answering (unknown SNI with `drop`, a vanished client).
     Drop,
+    /// Write these bytes at once, then close (unknown SNI with `reject_handshake`: a TLS
+    /// alert, PROTOCOL.md §4.4).
+    Alert(&'static [u8]),
 }
 
 macro_rules! reasons {
@@ -78,7 +81,7 @@ reasons! {
     TlsHelloTruncated => "tls_hello_truncated",
     /// A complete ClientHello record that does not parse.
     TlsMalformedHello => "tls_malformed_hello",
-    /// SNI not among the served domains (`unknown_sni_action` mask or drop).
+    /// SNI not among the served domains (`unknown_sni_action` other than `accept`).
     TlsUnknownSni => "tls_unknown_sni",
     /// ALPN offered without `h2` / `http/1.1` while `alpn_enforce` is on.
     TlsAlpnNotAllowed => "tls_alpn_not_allowed",
@@ -98,6 +101,9 @@ reasons! {
     TlsInitTruncated => "tls_init_truncated",
     /// EOF before 64 obfuscated2 init bytes.
     Obfs2Truncated => "obfs2_truncated",
+    /// First bytes no real client's init starts with (an HTTP method, another transport's
+    /// marker: PROTOCOL.md §2.2), masked without waiting for 64 bytes.
+    Obfs2ForbiddenPrefix => "obfs2_forbidden_prefix",
     /// No user secret decrypts the init to a valid tag and a routable DC.
     Obfs2NoMatchingSecret => "obfs2_no_matching_secret",
     /// A secret matched but its tag is not admitted by the enabled modes.

@@ -3,28 +3,30 @@
 //! ServerHello flight, the inner init through the record de-framer and multi-user matching.
 //!
 //! Owns: the order of those checks and every accept / reject decision, with a
-//! [`RejectReason`] and a mask-or-drop [`Disposition`] for each rejection. Must not: read
+//! [`RejectReason`] and a mask, drop or alert [`Disposition`] for each rejection. Must not: read
 //! sockets or clocks, sleep, or draw randomness itself — the driver feeds bytes and [`Now`],
 //! passes a [`RandomSource`], writes what [`Step::Send`] returns after its delay, and keeps
 //! every raw byte it read (a rejected client is masked with all of them). Admission limits
 //! (known only once the user is) are the driver's.
 //!
 //! ```text
-//!  Detect ── first 5 bytes ──┬─ 16 03 01|03 LL LL ─► Hello(5+LL) ─ validate: SNI, ALPN,
+//!  Detect ── first ≤5 bytes ─┬─ 16 03 01|03 LL LL ─► Hello(5+LL) ─ validate: SNI, ALPN,
 //!                            │                        digest (hint first), time; replay(D)
 //!                            │                        ─► Send(ServerHello|CCS|flight, delay)
 //!                            │                        ─► Sent ─► TlsInit: records ─► de-framed
 //!                            │                           stream ≥ 64 bytes ─┐
 //!                            └─ anything else ─► PlainInit: 64 bytes ───────┤
+//!                               (a §2.2 forbidden prefix: Reject at once)   │
 //!                                                                           ▼
 //!     match init (hint; tags for the transport; routable DC) ─► replay(I[8..56]) ─► Accept
-//!  Any state: Reject(reason, disposition) — terminal; eof() names the truncation.
+//!  Any state: Reject(reason, disposition) — terminal; eof() names the truncation,
+//!  timeout() decides what the handshake timer does (mask what may still be a handshake).
 //! ```
 
 use std::time::{Duration, Instant};
 
 use crate::dc::DcSet;
-use crate::obfs2::{ObfuscatedInit, ProtoTag, RandomSource, TagSet, INIT_LEN};
+use crate::obfs2::{starts_forbidden, ObfuscatedInit, ProtoTag, RandomSource, TagSet, INIT_LEN};
 use crate::reject::{Disposition, RejectReason};
 use crate::replay::{ReplayVerdict, ShardedReplayCache, OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN};
 use crate::tls::deframe::Deframer;
@@ -170,6 +172,10 @@ fn hello_reason(e: &HelloError) -> (RejectReason, Disposition) {
     let reason = match e {
         HelloError::UnknownSniDrop => return (RejectReason::TlsUnknownSni, Disposition::Drop),
         HelloError::UnknownSniMask => RejectReason::TlsUnknownSni,
+        HelloError::UnknownSniReject => {
+            let alert = Disposition::Alert(&crate::tls::ALERT_UNRECOGNIZED_NAME);
+            return (RejectReason::TlsUnknownSni, alert);
+        }
         HelloError::AlpnNotAllowed => RejectReason::TlsAlpnNotAllowed,
         HelloError::NoUsers => RejectReason::NoUsers,
         HelloError::NoMatchingSecret => RejectReason::TlsNoMatchingSecret,
@@ -285,6 +291,7 @@ impl<'a> ServerHandshake<'a> {
     pub fn eof(&mut self) -> Rejection {
         let reason = match self.state {
             State::Detect => RejectReason::EofBeforeDetection,
+            State::PlainInit if self.fed < RECORD_HEADER_LEN => RejectReason::EofBeforeDetection,
             State::Hello { .. } => RejectReason::TlsHelloTruncated,
             State::PlainInit => RejectReason::Obfs2Truncated,
             State::Sent { .. } | State::TlsInit { .. } => RejectReason::TlsInitTruncated,
@@ -296,14 +303,37 @@ impl<'a> ServerHandshake<'a> {
         self.rejection(reason, Disposition::Mask, reason.label())
     }
 
+    /// `timeouts.client_handshake` fired. Bytes that may still be a ClientHello or an init
+    /// go to the mask host, as they would at EOF: a web server answers a partial request
+    /// too, where a silent close would mark the proxy (docs/DECISIONS.md #33). A client that
+    /// sent nothing is closed (nothing to forward), and so is one that already has our
+    /// ServerHello (the mask host's reply could not follow it).
+    pub fn timeout(&mut self) -> Rejection {
+        let reason = RejectReason::HandshakeTimeout;
+        let (disposition, detail) = match self.state {
+            State::Detect if self.fed == 0 => (Disposition::Drop, "handshake_timeout_silent"),
+            State::Detect | State::Hello { .. } | State::PlainInit => {
+                (Disposition::Mask, "handshake_timeout_masked")
+            }
+            State::Sent { .. } | State::TlsInit { .. } => {
+                (Disposition::Drop, "handshake_timeout_after_server_hello")
+            }
+            State::Done => {
+                let r = RejectReason::InternalError;
+                return self.rejection(r, Disposition::Drop, "handshake_already_finished");
+            }
+        };
+        self.rejection(reason, disposition, detail)
+    }
+
     fn advance(&mut self, now: Now, rng: &mut impl RandomSource) -> Step {
         loop {
             match &mut self.state {
                 State::Done => return self.finished(),
                 State::Detect => {
-                    let Some(first) = self.buf.get(..RECORD_HEADER_LEN) else {
-                        return Step::NeedMore;
-                    };
+                    // Decide on as few bytes as the rules allow (docs/DECISIONS.md #33): a
+                    // first byte other than 16 already rules TLS out.
+                    let first = &self.buf[..self.buf.len().min(RECORD_HEADER_LEN)];
                     self.state = match detect(first) {
                         Detection::ClientHello { record_len } => {
                             if !self.ctx.tls_enabled {
@@ -316,8 +346,7 @@ impl<'a> ServerHandshake<'a> {
                         Detection::BadRecordLength(_) => {
                             return self.mask(RejectReason::TlsBadRecordLength)
                         }
-                        // Five bytes always decide; kept total for the type's sake.
-                        Detection::NeedMore => return self.mask(RejectReason::EofBeforeDetection),
+                        Detection::NeedMore => return Step::NeedMore,
                         Detection::NotTls => {
                             if !self.ctx.plain_enabled {
                                 return self.mask(RejectReason::PlainDisabled);
@@ -327,6 +356,11 @@ impl<'a> ServerHandshake<'a> {
                     };
                 }
                 State::PlainInit => {
+                    // Real clients redraw such inits (§2.2): whatever sent them is a probe,
+                    // answered by the mask host now rather than after the handshake timeout.
+                    if starts_forbidden(&self.buf) {
+                        return self.mask(RejectReason::Obfs2ForbiddenPrefix);
+                    }
                     let Some(init) = self.buf.get(..INIT_LEN) else {
                         return Step::NeedMore;
                     };

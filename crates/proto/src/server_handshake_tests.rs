@@ -276,7 +276,7 @@ fn detection_stage_rejections() {
         Disposition::Mask,
     );
     assert_reason(
-        env.run(b"GET / HTTP/1.1\r\n\r\n", 3),
+        env.run(b"PUT / HTTP/1.1\r\n\r\n", 3),
         RejectReason::Obfs2Truncated,
         Disposition::Mask,
     );
@@ -291,6 +291,13 @@ fn detection_stage_rejections() {
     env.plain_enabled = false;
     let out = env.run(b"GET / HTTP/1.1\r\n", 100);
     assert_reason(out, RejectReason::PlainDisabled, Disposition::Mask);
+    // One byte that cannot start a ClientHello decides when only TLS is served.
+    let (out, fed) = env.run_counted(b"GET / HTTP/1.1\r\n", 1);
+    assert_reason(out, RejectReason::PlainDisabled, Disposition::Mask);
+    assert_eq!(fed, 1);
+    let (out, fed) = env.run_counted(&[0x16, 0x03, 0x02, 0, 0], 1);
+    assert_reason(out, RejectReason::PlainDisabled, Disposition::Mask);
+    assert_eq!(fed, 3);
 }
 
 #[test]
@@ -302,10 +309,16 @@ fn obfuscated2_rejections() {
         RejectReason::Obfs2NoMatchingSecret,
         Disposition::Mask,
     );
+    let put = format!("PUT /{} HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n", "a".repeat(80));
+    assert_reason(
+        env.run(put.as_bytes(), 9),
+        RejectReason::Obfs2NoMatchingSecret,
+        Disposition::Mask,
+    );
     let get = format!("GET /{} HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n", "a".repeat(80));
     assert_reason(
         env.run(get.as_bytes(), 9),
-        RejectReason::Obfs2NoMatchingSecret,
+        RejectReason::Obfs2ForbiddenPrefix,
         Disposition::Mask,
     );
     // Unknown secret.
@@ -530,3 +543,6 @@ proptest! {
         let _ = env.run(&wire, step);
     }
 }
+
+#[path = "server_handshake_probe_tests.rs"]
+mod probes;

@@ -26,6 +26,7 @@ pub const BAD_CLASSES: &[&str] = &[
     "io_error",
     "max_connections",
     "no_users",
+    "obfs2_forbidden_prefix",
     "obfs2_no_matching_secret",
     "obfs2_replay",
     "obfs2_tag_not_allowed",

@@ -13,6 +13,7 @@ mod ip;
 mod prom;
 pub mod startup;
 mod state;
+mod tls_fp;
 mod users;
 mod zero;
 
@@ -26,6 +27,10 @@ pub use events::{
 };
 pub use ip::{IpTracker, UniqueIpMode};
 pub use state::{state_path_for, StateError};
+pub use tls_fp::{
+    source_cidr, FingerprintRef, TlsFingerprintRow, TlsFingerprintSnapshot, TlsFingerprints,
+    TLS_FINGERPRINT_CAPACITY,
+};
 pub use users::{UserRegistry, UserSessionGuard, UserStats, UserStatsSnapshot, UserTopEntry};
 pub use zero::{
     CoreCounters, CoreSnapshot, DesyncCounters, HandshakeCodes, MiddleProxyCounters, PoolCounters,
@@ -56,6 +61,7 @@ pub struct Stats {
     users: UserRegistry,
     ips: IpTracker,
     events: EventRing,
+    tls_fingerprints: TlsFingerprints,
 }
 
 impl Stats {
@@ -78,6 +84,7 @@ impl Stats {
             users: UserRegistry::new(),
             ips: IpTracker::new(),
             events: EventRing::new(capacity),
+            tls_fingerprints: TlsFingerprints::default(),
         })
     }
 
@@ -147,6 +154,11 @@ impl Stats {
     /// Recent events ring.
     pub fn events(&self) -> &EventRing {
         &self.events
+    }
+
+    /// Client TLS fingerprint leaderboards.
+    pub fn tls_fingerprints(&self) -> &TlsFingerprints {
+        &self.tls_fingerprints
     }
 
     /// Drops everything kept for a deleted user (counters and IP state).

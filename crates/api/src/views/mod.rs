@@ -9,6 +9,7 @@
 mod cache;
 mod counters;
 mod edge;
+mod fingerprints;
 mod me;
 mod network;
 mod pool;
@@ -33,6 +34,7 @@ pub use edge::{
     RuntimeEdgeConnectionsSummaryData, RuntimeEdgeConnectionsSummaryPayload, RuntimeEdgeEventsData,
     RuntimeEdgeEventsPayload,
 };
+pub use fingerprints::{RuntimeEdgeTlsFingerprintsData, RuntimeEdgeTlsFingerprintsPayload};
 pub use me::{
     DcEndpointWriters, DcStatus, DcStatusData, MeWriterStatus, MeWritersData, MeWritersSummary,
     MinimalAllData, MinimalAllPayload, MinimalDcPathData, MinimalMeRuntimeData,
@@ -80,11 +82,12 @@ pub enum ReadRoute {
     RuntimeConnectionsSummary,
     RuntimeEventsRecent,
     StatsUsersActiveIps,
+    RuntimeTlsFingerprints,
 }
 
 impl ReadRoute {
     /// Every route, in docs/API.md's endpoint-matrix order (then telemt 3.4's additions).
-    pub const ALL: [ReadRoute; 22] = [
+    pub const ALL: [ReadRoute; 23] = [
         ReadRoute::Health,
         ReadRoute::SystemInfo,
         ReadRoute::RuntimeGates,
@@ -107,6 +110,7 @@ impl ReadRoute {
         ReadRoute::RuntimeEventsRecent,
         ReadRoute::HealthReady,
         ReadRoute::StatsUsersActiveIps,
+        ReadRoute::RuntimeTlsFingerprints,
     ];
 
     /// The exact path of this route.
@@ -134,6 +138,7 @@ impl ReadRoute {
             ReadRoute::RuntimeMeSelftest => "/v1/runtime/me-selftest",
             ReadRoute::RuntimeConnectionsSummary => "/v1/runtime/connections/summary",
             ReadRoute::RuntimeEventsRecent => "/v1/runtime/events/recent",
+            ReadRoute::RuntimeTlsFingerprints => "/v1/runtime/tls-fingerprints",
         }
     }
 }
@@ -200,6 +205,7 @@ pub fn render(route: ReadRoute, ctx: &ViewContext<'_>) -> Value {
         ReadRoute::RuntimeMeSelftest => to_json(&selftest::me_selftest(ctx)),
         ReadRoute::RuntimeConnectionsSummary => to_json(&edge::connections_summary(ctx)),
         ReadRoute::RuntimeEventsRecent => to_json(&edge::events_recent(ctx)),
+        ReadRoute::RuntimeTlsFingerprints => to_json(&fingerprints::tls_fingerprints(ctx)),
     }
 }
 

@@ -59,8 +59,9 @@ async fn probes_reach_the_mask_host_and_count_as_bad() {
     .await;
     let s = h.cfg.users[0].1;
     // 1. random bytes (more than an init), 2. a long HTTP request, 3. a short HTTP request
-    // followed by FIN, 4. fake TLS with a bad digest, 5. fake TLS for an unknown SNI.
-    assert_masked(&h, &random(300), true, 0).await;
+    // followed by FIN (both masked on their method, §2.2), 4. fake TLS with a bad digest,
+    // 5. fake TLS for an unknown SNI.
+    assert_masked(&h, &random_probe(300), true, 0).await;
     let long_get = format!("GET /{} HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n", "a".repeat(80));
     assert_masked(&h, long_get.as_bytes(), true, 1).await;
     assert_masked(&h, b"GET / HTTP/1.1\r\n\r\n", true, 2).await;
@@ -90,9 +91,9 @@ async fn probes_reach_the_mask_host_and_count_as_bad() {
     assert_eq!(
         classes(&h),
         [
-            ("obfs2_no_matching_secret", 2), // random bytes, long HTTP GET
+            ("obfs2_forbidden_prefix", 2),   // long HTTP GET, short HTTP GET + FIN
+            ("obfs2_no_matching_secret", 1), // random bytes
             ("obfs2_replay", 1),
-            ("obfs2_truncated", 1),        // short HTTP GET + FIN
             ("tls_no_matching_secret", 1), // bad digest
             ("tls_replay", 1),
             ("tls_stale_timestamp", 1),
@@ -144,7 +145,7 @@ async fn mask_off_discards_then_closes_and_handshake_times_out() {
         None,
     )
     .await;
-    let out = send_probe(h.addr(), &random(5000), WAIT, true)
+    let out = send_probe(h.addr(), &random_probe(5000), WAIT, true)
         .await
         .expect("probe");
     assert!(out.closed && out.received.is_empty(), "{out:?}");
@@ -177,7 +178,7 @@ async fn proxy_protocol_header_sets_the_client_address() {
     })
     .await;
     let header = b"PROXY TCP4 10.1.2.3 192.0.2.7 5555 443\r\n";
-    let body = b"GET / HTTP/1.1\r\n\r\n";
+    let body = b"PUT / HTTP/1.1\r\n\r\n";
     let out = send_probe(h.addr(), &[&header[..], body].concat(), WAIT, true)
         .await
         .expect("probe");

@@ -247,3 +247,16 @@ pub fn random(n: usize) -> Vec<u8> {
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut v);
     v
 }
+
+/// Random bytes that look like an obfuscated2 init to the proxy: not a TLS record and not
+/// one of the forbidden first bytes of docs/PROTOCOL.md §2.2 (which are masked at once).
+/// The 4-byte rules hit with probability ~2^-30, left to chance.
+pub fn random_probe(n: usize) -> Vec<u8> {
+    let mut v = random(n);
+    if let Some(b) = v.first_mut() {
+        if *b == 0xef || *b == 0x16 {
+            *b = 0x42;
+        }
+    }
+    v
+}

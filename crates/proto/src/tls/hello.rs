@@ -79,6 +79,9 @@ pub enum HelloError {
     /// SNI not among the allowed domains, policy `mask`.
     #[error("unknown SNI (mask)")]
     UnknownSniMask,
+    /// SNI not among the allowed domains, policy `reject_handshake`.
+    #[error("unknown SNI (reject_handshake)")]
+    UnknownSniReject,
     /// ALPN offered without `h2` or `http/1.1` while enforced.
     #[error("ALPN offered without h2 or http/1.1")]
     AlpnNotAllowed,
@@ -112,7 +115,9 @@ impl HelloError {
             Self::SessionIdTooLong(_) => "tls_session_id_too_long",
             Self::DuplicateSni => "tls_duplicate_sni",
             Self::InvalidSni => "tls_invalid_sni",
-            Self::UnknownSniDrop | Self::UnknownSniMask => "tls_unknown_sni",
+            Self::UnknownSniDrop | Self::UnknownSniMask | Self::UnknownSniReject => {
+                "tls_unknown_sni"
+            }
             Self::AlpnNotAllowed => "tls_alpn_not_allowed",
             Self::NoUsers => "tls_no_users",
             Self::NoMatchingSecret => "tls_no_matching_secret",
@@ -137,6 +142,8 @@ pub enum UnknownSniAction {
     Mask,
     /// Continue with the digest check.
     Accept,
+    /// Answer with the fatal `unrecognized_name` alert and close, at once (§4.4).
+    RejectHandshake,
 }
 
 /// Timestamp acceptance (§4.3, telemt).
@@ -438,6 +445,7 @@ impl FakeTlsHello {
             match policy.unknown_sni {
                 UnknownSniAction::Drop => return Err(HelloError::UnknownSniDrop),
                 UnknownSniAction::Mask => return Err(HelloError::UnknownSniMask),
+                UnknownSniAction::RejectHandshake => return Err(HelloError::UnknownSniReject),
                 UnknownSniAction::Accept => {}
             }
         }

@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod deframe;
+pub mod fingerprint;
 pub mod hello;
 pub mod record;
 pub mod server_hello;
@@ -40,6 +41,17 @@ pub const RECORD_HEADER_LEN: usize = 5;
 pub const MIN_HELLO_RECORD_LEN: usize = 100;
 /// Largest ClientHello record payload accepted (telemt, 2^14).
 pub const MAX_HELLO_RECORD_LEN: usize = 16384;
+
+/// The fatal `unrecognized_name` alert (RFC 6066 §3, description 112) sent for an unknown SNI
+/// under `unknown_sni_action = "reject_handshake"` (PROTOCOL.md §4.4). Byte-identical to what
+/// OpenSSL (hence nginx's `ssl_reject_handshake on`) writes after a TLS 1.2 or 1.3
+/// ClientHello: the record version is `03 03` in both cases.
+///
+/// ```text
+///  15      03 03     00 02    02      70
+///  alert   TLS 1.2   length   fatal   unrecognized_name
+/// ```
+pub const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [CONTENT_ALERT, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
 /// What the first bytes of a connection are (§4.1, telemt's rule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

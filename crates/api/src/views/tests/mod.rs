@@ -2,6 +2,7 @@
 
 mod cache;
 mod fields;
+mod fingerprints;
 mod matrix;
 mod shapes;
 
