@@ -216,3 +216,37 @@ async fn rate_limits_round_trip_per_direction() {
         .assert_ok(200);
     assert_eq!(f.file(), before);
 }
+
+#[tokio::test]
+async fn quota_reset_schedules_are_set_shown_and_cleared() {
+    let f = Fixture::new("");
+    let r = f
+        .call(
+            "POST",
+            "/v1/users",
+            Some(r#"{"username":"dan","quota_reset":"weekly:mon@03:00"}"#),
+        )
+        .await;
+    let user = r.assert_ok(201)["user"].clone();
+    assert_eq!(user["quota_reset"], "weekly:mon@03:00");
+    assert_eq!(user["last_quota_reset_epoch_secs"], serde_json::Value::Null);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let next = user["next_quota_reset_epoch_secs"].as_u64().expect("next");
+    assert!(next > now && next <= now + 7 * 86_400, "{next}");
+    assert!(f.file().contains("[access.user_quota_reset]\ndan = \"weekly:mon@03:00\""));
+    let r = f
+        .call("PATCH", "/v1/users/dan", Some(r#"{"quota_reset":"daily"}"#))
+        .await;
+    assert_eq!(r.assert_ok(200)["quota_reset"], "daily@00:00");
+    f.call("PATCH", "/v1/users/dan", Some(r#"{"quota_reset":"hourly"}"#))
+        .await
+        .assert_error(400, "bad_request");
+    let r = f
+        .call("PATCH", "/v1/users/dan", Some(r#"{"quota_reset":null}"#))
+        .await;
+    assert_eq!(r.assert_ok(200)["quota_reset"], serde_json::Value::Null);
+    assert!(!f.file().contains("user_quota_reset"));
+}

@@ -65,6 +65,20 @@ pub(crate) fn user_expirations<'de, D: Deserializer<'de>>(
     Ok(out)
 }
 
+pub(crate) fn quota_resets<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, crate::schedule::QuotaResetSchedule>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (user, v) in raw {
+        let s = v
+            .parse()
+            .map_err(|e| D::Error::custom(format!("access.user_quota_reset.{user}: {e}")))?;
+        out.insert(user, s);
+    }
+    Ok(out)
+}
+
 pub(crate) fn api_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
     s.trim().parse().map_err(|_| {

@@ -6,6 +6,7 @@ use time::{OffsetDateTime, UtcOffset};
 use toml_edit::{DocumentMut, Item, Table, TableLike, Value};
 
 use crate::model::{Config, RateLimitBps};
+use crate::schedule::QuotaResetSchedule;
 use crate::types::{AdTag, UserSecret};
 
 /// One mutation of the user set, as requested through the API.
@@ -51,6 +52,8 @@ pub struct NewUser {
     pub enabled: bool,
     /// Bandwidth caps (`access.user_rate_limits`).
     pub rate_limits: Option<RateLimitBps>,
+    /// Scheduled quota reset (`access.user_quota_reset`).
+    pub quota_reset: Option<QuotaResetSchedule>,
 }
 
 impl NewUser {
@@ -66,6 +69,7 @@ impl NewUser {
             max_unique_ips: None,
             enabled: true,
             rate_limits: None,
+            quota_reset: None,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct UserPatch {
     pub rate_limit_up_bps: FieldPatch<u64>,
     /// Download cap, likewise.
     pub rate_limit_down_bps: FieldPatch<u64>,
+    /// Scheduled quota reset.
+    pub quota_reset: FieldPatch<QuotaResetSchedule>,
 }
 
 impl UserPatch {
@@ -246,6 +252,12 @@ pub(crate) fn writes_for(
                     value: Some(rate_value(r)?),
                 });
             }
+            if let Some(s) = n.quota_reset {
+                w.push(FieldWrite {
+                    table: "user_quota_reset",
+                    value: Some(str_v(s.to_string())),
+                });
+            }
         }
         UserEdit::Patch { patch, .. } => {
             if let Some(s) = patch.secret {
@@ -282,6 +294,9 @@ pub(crate) fn writes_for(
                     value: (!on).then(|| Value::from(false)),
                 });
             }
+            w.extend(patch_write("user_quota_reset", &patch.quota_reset, |s| {
+                Ok(str_v(s.to_string()))
+            })?);
             if let Some(next) = patch.rate_limits(cur_rate) {
                 w.push(FieldWrite {
                     table: "user_rate_limits",
@@ -305,7 +320,7 @@ pub(crate) fn writes_for(
 }
 
 /// The per-user tables under `[access]`.
-pub const USER_TABLES: [&str; 8] = [
+pub const USER_TABLES: [&str; 9] = [
     "users",
     "user_ad_tags",
     "user_max_tcp_conns",
@@ -314,6 +329,7 @@ pub const USER_TABLES: [&str; 8] = [
     "user_max_unique_ips",
     "user_enabled",
     "user_rate_limits",
+    "user_quota_reset",
 ];
 
 /// Is `user` present in the document's own (main-file) `access.users`?
@@ -436,7 +452,10 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
                 a.user_enabled.insert(user.clone(), false);
             }
             if let Some(r) = n.rate_limits.filter(|r| *r != RateLimitBps::default()) {
-                a.user_rate_limits.insert(user, r);
+                a.user_rate_limits.insert(user.clone(), r);
+            }
+            if let Some(s) = n.quota_reset {
+                a.user_quota_reset.insert(user, s);
             }
         }
         UserEdit::Patch { patch, .. } => {
@@ -461,6 +480,7 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
                 }
                 None => {}
             }
+            set_or_clear(&mut a.user_quota_reset, &user, &patch.quota_reset);
             match patch.rate_limits(a.user_rate_limits.get(&user).copied()) {
                 Some(Some(r)) => {
                     a.user_rate_limits.insert(user, r);
@@ -480,6 +500,7 @@ pub(crate) fn apply_to_model(cfg: &mut Config, edit: &UserEdit) {
             a.user_max_unique_ips.remove(&user);
             a.user_enabled.remove(&user);
             a.user_rate_limits.remove(&user);
+            a.user_quota_reset.remove(&user);
         }
         UserEdit::RotateSecret { secret, .. } => {
             a.users.insert(user, *secret);

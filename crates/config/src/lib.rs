@@ -33,6 +33,7 @@ mod fsio;
 pub mod load;
 pub mod model;
 mod retire;
+pub mod schedule;
 pub mod sections;
 mod splice;
 pub mod ss_url;
@@ -49,6 +50,7 @@ pub use fsio::{create_file_atomically, revision_of};
 pub use load::{load_file, parse_str, ConfigError, Loaded};
 pub use model::*;
 pub use retire::Retirer;
+pub use schedule::QuotaResetSchedule;
 pub use ss_url::{ShadowsocksUrl, SS_CIPHERS};
 pub use store::{
     ChangeSource, ConfigEvent, ConfigSnapshot, ConfigStore, OnDisk, ReloadStats, StoreError,

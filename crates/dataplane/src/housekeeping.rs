@@ -123,7 +123,8 @@ impl Ticker {
     }
 }
 
-/// Closes sessions of users that expired or went over quota while connected.
+/// Applies due scheduled quota resets, then closes sessions of users that expired or went
+/// over quota while connected.
 pub(crate) async fn expiry_sweeper(inner: Weak<Inner>, every: Duration, cancel: CancellationToken) {
     let mut tick = Ticker::new(every, cancel, false);
     while tick.next().await {
@@ -131,6 +132,7 @@ pub(crate) async fn expiry_sweeper(inner: Weak<Inner>, every: Duration, cancel: 
             return;
         };
         let policy = inner.policy.load_full();
+        inner.run_scheduled_resets(&policy);
         inner.close_expired_or_over_quota(&policy);
     }
 }

@@ -223,6 +223,25 @@ impl Inner {
         self.close_expired_or_over_quota(&policy);
     }
 
+    /// Applies due scheduled quota resets (`access.user_quota_reset`): a user whose schedule
+    /// passed a boundary since its last reset (or since its entry appeared) starts from zero.
+    fn run_scheduled_resets(&self, policy: &Policy) {
+        if policy.quota_resets.is_empty() {
+            return;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let now_secs = now.unix_timestamp();
+        for (user, schedule) in &policy.quota_resets {
+            let stats = self.stats.users().handle(&user.name);
+            let last = i64::try_from(stats.last_quota_reset_epoch_secs()).unwrap_or(i64::MAX);
+            let since = last.max(user.reset_baseline.load(Ordering::Relaxed));
+            if schedule.last_boundary(now).unix_timestamp() > since {
+                stats.reset_quota(u64::try_from(now_secs).unwrap_or(0));
+                tracing::info!(user = %user.name, %schedule, "scheduled quota reset");
+            }
+        }
+    }
+
     fn close_expired_or_over_quota(&self, policy: &Policy) {
         let now = admission::unix_now();
         for user in &policy.users {
@@ -570,5 +589,39 @@ mod tests {
         assert_eq!(limits(&r.policy, "b"), (u64::MAX, never, 2, 0));
         assert_eq!(limits(&r.policy, "d"), (400, never, 7, 3));
         assert_eq!(r.policy.user_index("c"), Some(2));
+    }
+
+    #[tokio::test]
+    async fn scheduled_quota_resets_fire_once_per_boundary() {
+        let cfg = config::parse_str(
+            "[access.users]\nu = \"00112233445566778899aabbccddeeff\"\n\
+             v = \"11112233445566778899aabbccddeeff\"\n\
+             [access.user_quota_reset]\nu = \"daily\"\nv = \"daily\"\n",
+        )
+        .expect("config")
+        .config;
+        let inner = inner_for(&cfg);
+        let policy = inner.policy.load_full();
+        let u = inner.stats.users().handle("u");
+        let v = inner.stats.users().handle("v");
+        u.add_octets_to_client(500);
+        v.add_octets_to_client(500);
+        // u's entry predates today's 00:00 boundary; v's appeared just now.
+        let day_ago = admission::unix_now() - 86_400;
+        policy.users[0]
+            .reset_baseline
+            .store(day_ago, Ordering::Relaxed);
+        inner.run_scheduled_resets(&policy);
+        assert_eq!(u.quota_used_bytes(), 0);
+        assert!(u.last_quota_reset_epoch_secs() > 0);
+        assert_eq!(
+            v.quota_used_bytes(),
+            500,
+            "a new schedule does not reset at once"
+        );
+        // Once per boundary.
+        u.add_octets_to_client(7);
+        inner.run_scheduled_resets(&policy);
+        assert_eq!(u.quota_used_bytes(), 7);
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct UserRuntime {
     pub(crate) max_unique_ips: AtomicUsize,
     /// `access.user_rate_limits` (shared by every session of the user).
     pub(crate) rate: crate::ratelimit::Pair,
+    /// Unix seconds this entry appeared: a scheduled quota reset is due only for boundaries
+    /// after it (or after the last reset), so adding a schedule does not reset at once.
+    pub(crate) reset_baseline: AtomicI64,
 }
 
 impl UserRuntime {
@@ -58,6 +61,7 @@ impl UserRuntime {
             max_tcp_conns: AtomicUsize::new(0),
             max_unique_ips: AtomicUsize::new(0),
             rate: crate::ratelimit::Pair::new(config::RateLimitBps::default()),
+            reset_baseline: AtomicI64::new(crate::admission::unix_now()),
         }
     }
 
@@ -198,6 +202,8 @@ pub(crate) struct Policy {
     pub(crate) proxy_protocol: ProxyProtocolPolicy,
     /// `access.cidr_rate_limits`.
     pub(crate) cidr_rates: crate::ratelimit::CidrLimits,
+    /// Users with a scheduled quota reset (`access.user_quota_reset`).
+    pub(crate) quota_resets: Vec<(Arc<UserRuntime>, config::QuotaResetSchedule)>,
 }
 
 /// The replay caches (docs/PROTOCOL.md §5), kept across publishes; resized in place when
@@ -355,6 +361,16 @@ impl Policy {
             }
         };
         let modes = &g.modes;
+        let quota_resets = a
+            .user_quota_reset
+            .iter()
+            .filter_map(|(name, sched)| {
+                let i = users
+                    .binary_search_by(|u| (*u.name).cmp(name.as_str()))
+                    .ok()?;
+                Some((Arc::clone(&users[i]), *sched))
+            })
+            .collect();
         let policy = Policy {
             generation,
             users,
@@ -411,6 +427,7 @@ impl Policy {
                     cfg.server.proxy_protocol_header_timeout_ms.max(1),
                 ),
             },
+            quota_resets,
             cidr_rates: crate::ratelimit::CidrLimits::build(
                 &a.cidr_rate_limits,
                 prev.map(|p| &p.cidr_rates),

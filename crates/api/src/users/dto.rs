@@ -36,6 +36,10 @@ pub struct CreateUserRequest {
     pub rate_limit_up_bps: Option<u64>,
     #[serde(default)]
     pub rate_limit_down_bps: Option<u64>,
+    /// Scheduled quota reset: `daily[@HH:MM]`, `weekly:<mon..sun>[@HH:MM]`,
+    /// `monthly:<1..28>[@HH:MM]` (UTC).
+    #[serde(default)]
+    pub quota_reset: Option<String>,
 }
 
 /// `PATCH /v1/users/{u}` body: outer `None` = absent (keep), `Some(None)` = `null` (clear),
@@ -62,6 +66,9 @@ pub struct PatchUserRequest {
     pub rate_limit_up_bps: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     pub rate_limit_down_bps: Option<Option<u64>>,
+    /// `null` removes the schedule.
+    #[serde(default, deserialize_with = "present")]
+    pub quota_reset: Option<Option<String>>,
 }
 
 /// `POST /v1/users/{u}/rotate-secret` body (the body itself is optional).
@@ -105,6 +112,9 @@ pub struct UserInfo {
     pub max_unique_ips: Option<usize>,
     pub rate_limit_up_bps: Option<u64>,
     pub rate_limit_down_bps: Option<u64>,
+    pub quota_reset: Option<String>,
+    pub last_quota_reset_epoch_secs: Option<u64>,
+    pub next_quota_reset_epoch_secs: Option<u64>,
     pub current_connections: u64,
     pub active_unique_ips: usize,
     pub active_unique_ips_list: Vec<IpAddr>,
@@ -139,6 +149,11 @@ pub fn parse_expiration(s: &str) -> Result<OffsetDateTime, ApiError> {
         .map_err(|_| {
             ApiError::bad_request("expiration_rfc3339 must be an RFC 3339 timestamp with offset")
         })
+}
+
+pub fn parse_quota_reset(s: &str) -> Result<config::QuotaResetSchedule, ApiError> {
+    s.parse()
+        .map_err(|e: String| ApiError::bad_request(format!("quota_reset: {e}")))
 }
 
 pub fn validate_username(s: &str) -> Result<(), ApiError> {
@@ -177,6 +192,11 @@ impl CreateUserRequest {
                     down_bps: down.unwrap_or(0),
                 }),
             },
+            quota_reset: self
+                .quota_reset
+                .as_deref()
+                .map(parse_quota_reset)
+                .transpose()?,
         })
     }
 }
@@ -210,6 +230,7 @@ impl PatchUserRequest {
             enabled: self.enabled.map(|v| v.unwrap_or(true)),
             rate_limit_up_bps: field(self.rate_limit_up_bps, Ok)?,
             rate_limit_down_bps: field(self.rate_limit_down_bps, Ok)?,
+            quota_reset: field(self.quota_reset, |s| parse_quota_reset(&s))?,
         })
     }
 }

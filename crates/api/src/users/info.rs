@@ -185,6 +185,23 @@ impl<'a> UserRenderer<'a> {
         push_opt_u64(buf, rate.and_then(|r| cap(r.up_bps)));
         buf.extend_from_slice(b",\"rate_limit_down_bps\":");
         push_opt_u64(buf, rate.and_then(|r| cap(r.down_bps)));
+        let schedule = access.user_quota_reset.get(u);
+        buf.extend_from_slice(b",\"quota_reset\":");
+        push_json(buf, &schedule.map(|s| s.to_string()))?;
+        let last_reset = self
+            .stats
+            .users()
+            .existing(u)
+            .map(|s| s.last_quota_reset_epoch_secs())
+            .filter(|t| *t > 0);
+        buf.extend_from_slice(b",\"last_quota_reset_epoch_secs\":");
+        push_opt_u64(buf, last_reset);
+        buf.extend_from_slice(b",\"next_quota_reset_epoch_secs\":");
+        let next = schedule.map(|s| {
+            s.next_boundary(time::OffsetDateTime::now_utc())
+                .unix_timestamp()
+        });
+        push_opt_u64(buf, next.and_then(|t| u64::try_from(t).ok()));
         buf.extend_from_slice(b",\"current_connections\":");
         push_u64(buf, counters.current_connections);
         buf.extend_from_slice(b",\"active_unique_ips\":");

@@ -347,6 +347,10 @@ pub struct Access {
     /// Per-source caps: an explicit CIDR (longest prefix wins) or an auto-template `*4/N`,
     /// `*6/N`, `*/N` (one bucket per matching subnet). Validated by [`CidrRateKey::parse`].
     pub cidr_rate_limits: BTreeMap<String, RateLimitBps>,
+    /// Scheduled quota resets (ours): `daily[@HH:MM]`, `weekly:<mon..sun>[@HH:MM]`,
+    /// `monthly:<1..28>[@HH:MM]`, UTC.
+    #[serde(deserialize_with = "de::quota_resets")]
+    pub user_quota_reset: BTreeMap<String, crate::schedule::QuotaResetSchedule>,
     /// Default per-user TCP connection cap; 0 = none.
     pub user_max_tcp_conns_global_each: usize,
     /// Default per-user unique-IP cap; 0 = none.
@@ -371,6 +375,7 @@ impl Default for Access {
             user_enabled: BTreeMap::new(),
             user_rate_limits: BTreeMap::new(),
             cidr_rate_limits: BTreeMap::new(),
+            user_quota_reset: BTreeMap::new(),
             user_max_tcp_conns_global_each: 0,
             user_max_unique_ips_global_each: 0,
             user_max_unique_ips_mode: IpPolicyMode::ActiveWindow,
