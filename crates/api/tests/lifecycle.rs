@@ -236,14 +236,20 @@ async fn quota_reset_schedules_are_set_shown_and_cleared() {
         .as_secs();
     let next = user["next_quota_reset_epoch_secs"].as_u64().expect("next");
     assert!(next > now && next <= now + 7 * 86_400, "{next}");
-    assert!(f.file().contains("[access.user_quota_reset]\ndan = \"weekly:mon@03:00\""));
+    assert!(f
+        .file()
+        .contains("[access.user_quota_reset]\ndan = \"weekly:mon@03:00\""));
     let r = f
         .call("PATCH", "/v1/users/dan", Some(r#"{"quota_reset":"daily"}"#))
         .await;
     assert_eq!(r.assert_ok(200)["quota_reset"], "daily@00:00");
-    f.call("PATCH", "/v1/users/dan", Some(r#"{"quota_reset":"hourly"}"#))
-        .await
-        .assert_error(400, "bad_request");
+    f.call(
+        "PATCH",
+        "/v1/users/dan",
+        Some(r#"{"quota_reset":"hourly"}"#),
+    )
+    .await
+    .assert_error(400, "bad_request");
     let r = f
         .call("PATCH", "/v1/users/dan", Some(r#"{"quota_reset":null}"#))
         .await;

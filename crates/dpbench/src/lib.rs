@@ -16,6 +16,9 @@
 //! * `handshakes` — sessions per second (connect, handshake, DC link, one round trip, close)
 //!   with 1 user, and with N users (default 10,000) where every session uses another user.
 //! * `idle` — proxy VmRSS growth per idle session with 2,000 sessions held open.
+//! * `ratelimit` — the cost of `access.user_rate_limits` set but never reached (same run,
+//!   proxies with and without, measured alternately: MiB/s and CPU-s/GB ratios), and how
+//!   closely a capped session holds its cap.
 //! * `all` — everything.
 //!
 //! By default the proxy is the real `mtproxyd` release binary (see [`proxy::locate_binary`]),
@@ -45,6 +48,8 @@ pub enum Scenario {
     Handshakes,
     /// RSS per idle session.
     Idle,
+    /// Rate-limit cost and accuracy.
+    RateLimit,
     /// All of the above.
     All,
 }
@@ -57,6 +62,7 @@ impl Scenario {
             "throughput" => Self::Throughput,
             "handshakes" => Self::Handshakes,
             "idle" => Self::Idle,
+            "ratelimit" => Self::RateLimit,
             "all" => Self::All,
             _ => return None,
         })
@@ -286,6 +292,9 @@ pub async fn run(o: &Options) -> Report {
             }
         }
     }
+    if matches!(o.scenario, Scenario::RateLimit | Scenario::All) && o.external.is_none() {
+        rate_limits(&dcs, o, &mut rep).await;
+    }
     if !rep.errors.is_empty() {
         let logs = one.logs();
         if !logs.is_empty() {
@@ -457,5 +466,98 @@ async fn handshake_rates(
                 Err(e) => rep.err(&format!("handshakes {} users={users}", mode.name()), e),
             }
         }
+    }
+}
+
+/// Cap (bits/s) of the accuracy measurement: low enough for any machine to reach.
+const CAPPED_BPS: u64 = 80_000_000;
+
+/// Rate limits: configured-but-not-reached cost, and the accuracy of a cap.
+async fn rate_limits(dcs: &Dcs, o: &Options, rep: &mut Report) {
+    let bin = proxy::locate_binary();
+    let cap_all = |bps: u64| {
+        move |users: usize| {
+            let mut s = String::from("\n[access.user_rate_limits]\n");
+            for i in 0..users {
+                s.push_str(&format!(
+                    "user{i:05} = {{ up_bps = {bps}, down_bps = {bps} }}\n"
+                ));
+            }
+            s
+        }
+    };
+    let (sink, echo) = (dcs.sink.addr(), dcs.echo.addr());
+    let plain = proxy::spawn(&bin, 1, sink, echo).await;
+    let limited = proxy::spawn_with(&bin, 1, sink, echo, cap_all(1_000_000_000_000)).await;
+    let (plain, limited) = match (plain, limited) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => {
+            rep.err(
+                "ratelimit proxies",
+                format!("{:?} / {:?}", a.err(), b.err()),
+            );
+            return;
+        }
+    };
+    let total = o.mib << 20;
+    let mode = BenchMode::Classic;
+    // Alternate, so both see the same load; keep the sums.
+    let mut sums = [[0.0f64; 2]; 2];
+    let mut cpu = [[0.0f64; 2]; 2];
+    for _ in 0..3 {
+        for (k, p) in [&plain, &limited].into_iter().enumerate() {
+            let t = Target::Proxy(p);
+            let up = measured(p, total, scenarios::upload(t, dcs, mode, 1, total)).await;
+            let ec = measured(p, 2 * total, scenarios::echo(t, mode, 1, total)).await;
+            match (up, ec) {
+                (Ok(up), Ok(ec)) => {
+                    sums[k][0] += up.mib_s;
+                    sums[k][1] += ec.mib_s;
+                    cpu[k][0] += up.cpu_s_per_gb.unwrap_or(f64::NAN);
+                    cpu[k][1] += ec.cpu_s_per_gb.unwrap_or(f64::NAN);
+                }
+                (a, b) => {
+                    rep.err("ratelimit cost", format!("{:?} / {:?}", a.err(), b.err()));
+                    return;
+                }
+            }
+        }
+    }
+    let r = |a: f64, b: f64| a / b;
+    rep.ok(
+        format!(
+            "ratelimit  cost (limits set, not reached / none) conns=1  upload MiB/s x{:.3} cpu/GB x{:.3}  echo MiB/s x{:.3} cpu/GB x{:.3}",
+            r(sums[1][0], sums[0][0]),
+            r(cpu[1][0], cpu[0][0]),
+            r(sums[1][1], sums[0][1]),
+            r(cpu[1][1], cpu[0][1]),
+        ),
+        json!({"kind": "ratelimit_cost", "upload_mib_s": r(sums[1][0], sums[0][0]),
+               "upload_cpu_per_gb": r(cpu[1][0], cpu[0][0]),
+               "echo_mib_s": r(sums[1][1], sums[0][1]),
+               "echo_cpu_per_gb": r(cpu[1][1], cpu[0][1])}),
+    );
+    drop((plain, limited));
+    let capped = match proxy::spawn_with(&bin, 1, sink, echo, cap_all(CAPPED_BPS)).await {
+        Ok(p) => p,
+        Err(e) => {
+            rep.err("ratelimit capped proxy", e);
+            return;
+        }
+    };
+    // About four seconds at the cap.
+    let bytes = CAPPED_BPS / 8 * 4;
+    let cap_mib_s = CAPPED_BPS as f64 / 8.0 / f64::from(1u32 << 20);
+    match scenarios::upload(Target::Proxy(&capped), dcs, mode, 1, bytes).await {
+        Ok(mib_s) => rep.ok(
+            format!(
+                "ratelimit  accuracy cap={:.1} MiB/s  measured={mib_s:.2} MiB/s  (x{:.3} of the cap)",
+                cap_mib_s,
+                mib_s / cap_mib_s
+            ),
+            json!({"kind": "ratelimit_accuracy", "cap_mib_s": cap_mib_s, "mib_s": mib_s,
+                   "ratio": mib_s / cap_mib_s}),
+        ),
+        Err(e) => rep.err("ratelimit accuracy", e),
     }
 }

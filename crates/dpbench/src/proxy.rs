@@ -85,13 +85,15 @@ pub fn build_binary() -> Result<(), String> {
 }
 
 /// Renders a telemt-compatible config: all modes on, direct mode (no middle proxy), `users`
-/// generated users, DC 1 → `sink`, DC 2 → `echo` (and their media variants).
+/// generated users, DC 1 → `sink`, DC 2 → `echo` (and their media variants), then `extra`
+/// (whole tables, e.g. `[access.user_rate_limits]`).
 pub fn render_config(
     port: u16,
     api_port: u16,
     secrets: &[[u8; 16]],
     sink: SocketAddr,
     echo: SocketAddr,
+    extra: &str,
 ) -> String {
     let mut s = String::with_capacity(64 * secrets.len() + 1024);
     let _ = writeln!(
@@ -118,8 +120,9 @@ pub fn render_config(
     }
     let _ = writeln!(
         s,
-        "\n[dc_overrides]\n\"1\" = \"{sink}\"\n\"-1\" = \"{sink}\"\n\"2\" = \"{echo}\"\n\"-2\" = \"{echo}\""
+        "\n[dc_overrides]\n\"1\" = \"{sink}\"\n\"-1\" = \"{sink}\"\n\"2\" = \"{echo}\"\n\"-2\" = \"{echo}\"\n"
     );
+    s.push_str(extra);
     s
 }
 
@@ -130,6 +133,17 @@ pub async fn spawn(
     sink: SocketAddr,
     echo: SocketAddr,
 ) -> Result<ProxyHandle, String> {
+    spawn_with(binary, users, sink, echo, |_| String::new()).await
+}
+
+/// [`spawn`] with extra config tables rendered from the generated usernames (`user00000`...).
+pub async fn spawn_with(
+    binary: &Path,
+    users: usize,
+    sink: SocketAddr,
+    echo: SocketAddr,
+    extra: impl Fn(usize) -> String,
+) -> Result<ProxyHandle, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let secrets: Vec<[u8; 16]> = (0..users.max(1)).map(|_| rand::random()).collect();
     let mut last_err = String::new();
@@ -138,8 +152,8 @@ pub async fn spawn(
         let port = testkit::free_port();
         let api_port = testkit::free_port();
         let cfg = dir.path().join("config.toml");
-        std::fs::write(&cfg, render_config(port, api_port, &secrets, sink, echo))
-            .map_err(|e| format!("write config: {e}"))?;
+        let text = render_config(port, api_port, &secrets, sink, echo, &extra(secrets.len()));
+        std::fs::write(&cfg, text).map_err(|e| format!("write config: {e}"))?;
         let cfg_s = cfg.to_string_lossy().into_owned();
         let mut daemon = Daemon::spawn(
             binary,
@@ -221,7 +235,7 @@ mod tests {
         let secrets = [[1u8; 16], [2u8; 16]];
         let sink: SocketAddr = "127.0.0.1:1111".parse().unwrap();
         let echo: SocketAddr = "127.0.0.1:2222".parse().unwrap();
-        let c = render_config(10, 11, &secrets, sink, echo);
+        let c = render_config(10, 11, &secrets, sink, echo, "");
         assert!(c.contains("user00001 = \"02020202020202020202020202020202\""));
         assert!(c.contains("\"1\" = \"127.0.0.1:1111\""));
         assert!(c.contains("\"-2\" = \"127.0.0.1:2222\""));
