@@ -12,6 +12,7 @@ pub mod config_routes;
 pub mod envelope;
 pub mod gates;
 pub mod links;
+pub mod metrics;
 pub mod reload;
 pub mod routes;
 pub mod runtime;

@@ -268,6 +268,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, mut stop: watch::
                         _ => {
                             tracing::debug!(%peer, "max_connections reached; connection dropped");
                             inner.stats.inc_connections_total();
+                            inner.stats.inc_accept_permit_timeouts();
                             inner.stats.inc_connections_bad_class(
                                 proto::RejectReason::MaxConnections.label(),
                             );

@@ -73,3 +73,34 @@ pub async fn stop(task: Option<JoinHandle<()>>) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
     }
 }
+
+/// Starts the Prometheus endpoint when `server.metrics_port` / `metrics_listen` is set (bind
+/// failures are logged, not fatal); it stops with the API.
+pub async fn start_metrics(
+    store: &std::sync::Arc<config::ConfigStore>,
+    stats: &std::sync::Arc<stats::Stats>,
+    stop: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let snap = store.current();
+    let addr = api::metrics::bind_addr(&snap.config.server)?;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(%addr, "metrics listening (GET /metrics)");
+            let (store, stats) = (std::sync::Arc::clone(store), std::sync::Arc::clone(stats));
+            let mut stop = stop;
+            Some(tokio::spawn(api::metrics::serve(
+                listener,
+                store,
+                stats,
+                env!("CARGO_PKG_VERSION"),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "metrics listener not started");
+            None
+        }
+    }
+}

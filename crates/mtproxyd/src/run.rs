@@ -80,6 +80,7 @@ pub async fn run(path: PathBuf, log: LogControl) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = api::ApiState::new(Arc::clone(&store), runtime);
+    let metrics_task = api_listener::start_metrics(&store, &stats, stop_rx.clone()).await;
     let api_task = api_listener::start(api_cfg, state, &startup, stop_rx).await;
 
     startup.set_stage("ready");
@@ -99,7 +100,8 @@ pub async fn run(path: PathBuf, log: LogControl) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     tokio::join!(
         dataplane.shutdown(CLIENT_SHUTDOWN_GRACE),
-        api_listener::stop(api_task)
+        api_listener::stop(api_task),
+        api_listener::stop(metrics_task)
     );
     drop(watcher);
     tracing::info!("stopped");

@@ -182,6 +182,23 @@ impl IpTracker {
         out
     }
 
+    /// `(users, entries)` with live connections, and `(users, entries)` connected or seen
+    /// within `window` (for metrics; walks every shard once).
+    pub fn counts(&self, window: Duration, now: Instant) -> ((usize, usize), (usize, usize)) {
+        let (mut active, mut recent) = ((0, 0), (0, 0));
+        for shard in &self.shards {
+            for ips in shard.lock().values() {
+                let a = ips.values().filter(|e| e.active > 0).count();
+                let r = ips.values().filter(|e| within(e, window, now)).count();
+                active.0 += usize::from(a > 0);
+                active.1 += a;
+                recent.0 += usize::from(r > 0);
+                recent.1 += r;
+            }
+        }
+        (active, recent)
+    }
+
     /// Drops entries that are neither connected nor seen within `window`, and users left with
     /// no entries. Call periodically to bound memory.
     pub fn prune(&self, window: Duration, now: Instant) {

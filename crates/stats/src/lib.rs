@@ -10,7 +10,7 @@ mod bad;
 mod counter;
 mod events;
 mod ip;
-mod prom;
+pub mod prom;
 pub mod startup;
 mod state;
 mod tls_fp;
@@ -223,6 +223,11 @@ impl Stats {
         self.core.handshake_timeouts_total.inc();
     }
 
+    /// One connection dropped at `server.max_connections`.
+    pub fn inc_accept_permit_timeouts(&self) {
+        self.core.accept_permit_timeout_total.inc();
+    }
+
     /// One middle-proxy handshake reject with `code` (bumps `handshake_reject_total` and the
     /// per-code table).
     pub fn record_me_handshake_reject(&self, code: i32) {
@@ -385,7 +390,7 @@ mod tests {
         s.visit_counters(&mut |n, _| names.push(n));
         let set: HashSet<_> = names.iter().collect();
         assert_eq!(set.len(), names.len());
-        assert_eq!(names.len(), 5 + 16 + 36 + 11 + 8);
+        assert_eq!(names.len(), 6 + 16 + 36 + 11 + 8);
         assert_eq!(UpstreamCounters::FIELD_NAMES.len(), 16);
     }
 

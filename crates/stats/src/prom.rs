@@ -1,25 +1,60 @@
-//! Prometheus text exposition (format 0.0.4) of every counter, read from the same declarations
-//! as the API snapshots, plus per-user connection/octet series. Serving it over HTTP is the
-//! API's or the binary's business; this only renders.
+//! Prometheus exposition of the counters, with telemt's series names and labels so that
+//! telemt's Grafana dashboards read us. Encoded by `prometheus-client` at scrape time from the
+//! same atomics the API reads (a [`Collector`], nothing registered twice, no hand-built text).
+//! Serving it over HTTP and the config-derived series are the API crate's.
+//!
+//! Naming: a counter whose API name ends in `_total` is a Prometheus counter of the same
+//! name; others keep their name as an untyped series. Upstream histogram buckets become a
+//! `bucket` label (`telemt_upstream_connect_attempts_per_request{bucket="3_4"}`).
 
-use std::fmt::Write as _;
+use std::fmt::Error as FmtError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 use crate::Stats;
 
-/// Counters that are gauges (may go down); everything else is a monotonic counter.
+/// Per-user series are emitted for at most this many users (largest traffic first); the rest
+/// are summarized in `telemt_telemetry_user_series_*`.
+pub const MAX_USER_SERIES: usize = 1000;
+
+/// Counters that are gauges (may go down).
 const GAUGES: &[&str] = &[
     "current_connections_me",
     "current_connections_direct",
     "pool_drain_active",
 ];
 
-/// One per-user series: metric name, type, value getter.
-type UserSeries = (
-    &'static str,
-    &'static str,
-    fn(&crate::UserStatsSnapshot) -> u64,
-);
+/// Upstream bucket counters → (series, bucket label).
+fn upstream_bucket(name: &str) -> Option<(&'static str, &str)> {
+    if let Some(b) = name.strip_prefix("connect_attempts_bucket_") {
+        return Some(("telemt_upstream_connect_attempts_per_request", b));
+    }
+    if let Some(b) = name.strip_prefix("connect_duration_success_bucket_") {
+        return Some(("telemt_upstream_connect_duration_success_total", b));
+    }
+    if let Some(b) = name.strip_prefix("connect_duration_fail_bucket_") {
+        return Some(("telemt_upstream_connect_duration_fail_total", b));
+    }
+    None
+}
 
+/// The name telemt gives an API counter.
+fn series_name(name: &str) -> String {
+    if name.starts_with("connect_") {
+        format!("telemt_upstream_{name}")
+    } else {
+        format!("telemt_{name}")
+    }
+}
+
+/// Escapes a label value for the text format (the encoder writes values as given): a
+/// username from a hand-written config may hold `\`, `"` or a newline.
 fn escape_label(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
@@ -33,96 +68,331 @@ fn escape_label(v: &str) -> String {
     out
 }
 
-impl Stats {
-    /// Renders all metrics, names prefixed `mtproxyd_`.
-    pub fn prometheus_text(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        self.visit_counters(&mut |name, value| {
-            let kind = if GAUGES.contains(&name) {
-                "gauge"
-            } else {
-                "counter"
-            };
-            let _ = writeln!(out, "# TYPE mtproxyd_{name} {kind}");
-            let _ = writeln!(out, "mtproxyd_{name} {value}");
-        });
-        let classes = self.bad_by_class();
-        if !classes.is_empty() {
-            let _ = writeln!(
-                out,
-                "# TYPE mtproxyd_connections_bad_by_class_total counter"
-            );
-            for c in classes {
-                let _ = writeln!(
-                    out,
-                    "mtproxyd_connections_bad_by_class_total{{class=\"{}\"}} {}",
-                    c.class, c.total
-                );
-            }
+/// Scrape-time view of a [`Stats`].
+#[derive(Debug)]
+pub struct StatsCollector {
+    stats: Arc<Stats>,
+    /// `access.user_max_unique_ips_window_secs`, for the recent-IP series.
+    ip_window: Duration,
+    /// Configured users: each gets per-user series, with zeros before its first connection.
+    users: Vec<String>,
+}
+
+impl StatsCollector {
+    pub fn new(stats: Arc<Stats>, ip_window: Duration, users: Vec<String>) -> Self {
+        Self {
+            stats,
+            ip_window,
+            users,
         }
-        let codes = self.middle_proxy().handshake_error_codes;
-        if !codes.is_empty() {
-            let _ = writeln!(out, "# TYPE mtproxyd_me_handshake_error_code_total counter");
-            for c in codes {
-                let _ = writeln!(
-                    out,
-                    "mtproxyd_me_handshake_error_code_total{{code=\"{}\"}} {}",
-                    c.code, c.total
-                );
-            }
-        }
-        let users = self.users().snapshot_all();
-        let series: [UserSeries; 4] = [
-            ("user_current_connections", "gauge", |s| {
-                s.current_connections
-            }),
-            ("user_octets_from_client_total", "counter", |s| {
-                s.octets_from_client
-            }),
-            ("user_octets_to_client_total", "counter", |s| {
-                s.octets_to_client
-            }),
-            ("user_quota_used_bytes", "gauge", |s| s.quota_used_bytes),
-        ];
-        for (name, kind, get) in series {
-            let _ = writeln!(out, "# TYPE mtproxyd_{name} {kind}");
-            for (user, snap) in &users {
-                let _ = writeln!(
-                    out,
-                    "mtproxyd_{name}{{user=\"{}\"}} {}",
-                    escape_label(user),
-                    get(snap)
-                );
-            }
-        }
-        out
     }
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), FmtError> {
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> Result<(), FmtError> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One labelled family: `(label values, value)` rows under `name` with label `key`.
+fn family(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    key: &str,
+    rows: &[(String, u64)],
+) -> Result<(), FmtError> {
+    let name = match kind {
+        MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (label, v) in rows {
+        let labels = [(key, label.as_str())];
+        let row = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*v).encode(row)?,
+            _ => ConstGauge::new(clamp(*v)).encode(row)?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let s = &self.stats;
+        let mut plain: Vec<(&'static str, u64)> = Vec::new();
+        let mut buckets: Vec<(&'static str, String, u64)> = Vec::new();
+        s.visit_counters(&mut |name, v| match upstream_bucket(name) {
+            Some((series, b)) => buckets.push((series, b.to_owned(), v)),
+            None => plain.push((name, v)),
+        });
+        for (name, v) in plain {
+            let series = series_name(name);
+            if GAUGES.contains(&name) {
+                gauge(&mut enc, &series, "live value", clamp(v))?;
+            } else if name.ends_with("_total") {
+                counter(&mut enc, &series, "counter", v)?;
+            } else {
+                let g = ConstGauge::new(clamp(v));
+                g.encode(enc.encode_descriptor(&series, "counter", None, MetricType::Unknown)?)?;
+            }
+        }
+        let mut by_series: Vec<&'static str> = buckets.iter().map(|b| b.0).collect();
+        by_series.dedup();
+        for series in by_series {
+            let rows: Vec<(String, u64)> = buckets
+                .iter()
+                .filter(|b| b.0 == series)
+                .map(|b| (b.1.clone(), b.2))
+                .collect();
+            let kind = if series.ends_with("_total") {
+                MetricType::Counter
+            } else {
+                MetricType::Unknown
+            };
+            family(
+                &mut enc,
+                series,
+                "upstream connects by bucket",
+                kind,
+                "bucket",
+                &rows,
+            )?;
+        }
+        let classes: Vec<(String, u64)> = s
+            .bad_by_class()
+            .into_iter()
+            .map(|c| (c.class.to_owned(), c.total))
+            .collect();
+        for series in [
+            "telemt_connections_bad_by_class_total",
+            "telemt_handshake_failures_by_class_total",
+        ] {
+            family(
+                &mut enc,
+                series,
+                "rejected connections by reason",
+                MetricType::Counter,
+                "class",
+                &classes,
+            )?;
+        }
+        let codes: Vec<(String, u64)> = s
+            .middle_proxy()
+            .handshake_error_codes
+            .into_iter()
+            .map(|c| (c.code.to_string(), c.total))
+            .collect();
+        family(
+            &mut enc,
+            "telemt_me_handshake_error_code_total",
+            "middle-proxy handshake errors by code",
+            MetricType::Counter,
+            "error_code",
+            &codes,
+        )?;
+        let uptime = s.started_at().elapsed().map_or(0, |d| d.as_secs());
+        gauge(
+            &mut enc,
+            "telemt_uptime_seconds",
+            "seconds since start",
+            clamp(uptime),
+        )?;
+        self.encode_users(&mut enc)
+    }
+}
+
+impl StatsCollector {
+    fn encode_users(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let s = &self.stats;
+        let now = Instant::now();
+        let registry = s.users();
+        let mut users: Vec<(String, crate::UserStatsSnapshot)> = self
+            .users
+            .iter()
+            .map(|u| (u.clone(), registry.get_or_zero(u)))
+            .collect();
+        let total = users.len();
+        // Bounded: the busiest users keep their series.
+        users.sort_by(|a, b| b.1.total_octets.cmp(&a.1.total_octets).then(a.0.cmp(&b.0)));
+        users.truncate(MAX_USER_SERIES);
+        let rows = |f: &dyn Fn(&crate::UserStatsSnapshot) -> u64| -> Vec<(String, u64)> {
+            users
+                .iter()
+                .map(|(u, snap)| (escape_label(u), f(snap)))
+                .collect()
+        };
+        family(
+            enc,
+            "telemt_user_connections_current",
+            "live connections",
+            MetricType::Gauge,
+            "user",
+            &rows(&|x| x.current_connections),
+        )?;
+        family(
+            enc,
+            "telemt_user_octets_from_client",
+            "octets read from clients",
+            MetricType::Unknown,
+            "user",
+            &rows(&|x| x.octets_from_client),
+        )?;
+        family(
+            enc,
+            "telemt_user_octets_to_client",
+            "octets written to clients",
+            MetricType::Unknown,
+            "user",
+            &rows(&|x| x.octets_to_client),
+        )?;
+        family(
+            enc,
+            "telemt_user_quota_used_bytes",
+            "quota used",
+            MetricType::Gauge,
+            "user",
+            &rows(&|x| x.quota_used_bytes),
+        )?;
+        let ips = s.ips();
+        let active: Vec<(String, u64)> = users
+            .iter()
+            .map(|(u, _)| (escape_label(u), ips.active_ips(u).len() as u64))
+            .collect();
+        let recent: Vec<(String, u64)> = users
+            .iter()
+            .map(|(u, _)| {
+                (
+                    escape_label(u),
+                    ips.recent_ips(u, self.ip_window, now).len() as u64,
+                )
+            })
+            .collect();
+        family(
+            enc,
+            "telemt_user_unique_ips_current",
+            "source IPs with live connections",
+            MetricType::Gauge,
+            "user",
+            &active,
+        )?;
+        family(
+            enc,
+            "telemt_user_unique_ips_recent_window",
+            "source IPs seen in the window",
+            MetricType::Gauge,
+            "user",
+            &recent,
+        )?;
+        gauge(
+            enc,
+            "telemt_stats_user_entries",
+            "users with counters",
+            clamp(registry.len() as u64),
+        )?;
+        let suppressed = total.saturating_sub(users.len());
+        gauge(
+            enc,
+            "telemt_telemetry_user_series_suppressed",
+            "1 when some users' series are left out",
+            i64::from(suppressed > 0),
+        )?;
+        let mut m = enc.encode_descriptor(
+            "telemt_telemetry_user_series_users",
+            "users with and without per-user series",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (family_name, status, v) in [
+            ("stats", "emitted", users.len()),
+            ("stats", "suppressed", suppressed),
+            ("unique_ip", "emitted", users.len()),
+            ("unique_ip", "suppressed", suppressed),
+        ] {
+            let labels = [("family", family_name), ("status", status)];
+            ConstGauge::new(clamp(v as u64)).encode(m.encode_family(&labels)?)?;
+        }
+        let ((au, ae), (ru, re)) = ips.counts(self.ip_window, now);
+        for (name, a, r) in [
+            ("telemt_ip_tracker_users", au, ru),
+            ("telemt_ip_tracker_entries", ae, re),
+        ] {
+            let rows = [
+                ("active".to_owned(), a as u64),
+                ("recent".to_owned(), r as u64),
+            ];
+            family(
+                enc,
+                name,
+                "unique-IP tracker size",
+                MetricType::Gauge,
+                "scope",
+                &rows,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `collector` (and whatever else `registry` holds) as Prometheus/OpenMetrics text.
+pub fn encode_text(registry: &prometheus_client::registry::Registry) -> Result<String, FmtError> {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::{Route, Stats};
+    use super::*;
+    use crate::Route;
     use std::time::SystemTime;
 
     #[test]
-    fn renders_counters_gauges_and_users() {
+    fn telemt_names_labels_and_types() {
         let s = Stats::new(SystemTime::now());
         s.inc_connections_total();
         let _g = s.open_route(Route::Direct);
         s.record_me_handshake_reject(-3);
         s.inc_connections_bad_class("tls_replay");
         s.users().handle("a\"b").add_octets_to_client(9);
-        let text = s.prometheus_text();
-        assert!(text
-            .contains("# TYPE mtproxyd_connections_total counter\nmtproxyd_connections_total 1\n"));
-        assert!(text.contains("# TYPE mtproxyd_current_connections_direct gauge\nmtproxyd_current_connections_direct 1\n"));
-        assert!(text.contains("mtproxyd_me_handshake_error_code_total{code=\"-3\"} 1\n"));
-        assert!(text.contains("mtproxyd_connections_bad_by_class_total{class=\"tls_replay\"} 1\n"));
-        assert!(text.contains("mtproxyd_user_octets_to_client_total{user=\"a\\\"b\"} 9\n"));
-        // Every sample line is `name[{labels}] value`.
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (_, v) = line.rsplit_once(' ').unwrap();
-            v.parse::<u64>().unwrap();
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register_collector(Box::new(StatsCollector::new(
+            Arc::clone(&s),
+            Duration::from_secs(30),
+            vec!["a\"b".to_owned()],
+        )));
+        let text = encode_text(&reg).expect("encode");
+        for want in [
+            "# TYPE telemt_connections counter\n",
+            "telemt_connections_total 1\n",
+            "telemt_current_connections_direct 1\n",
+            "telemt_me_handshake_error_code_total{error_code=\"-3\"} 1\n",
+            "telemt_connections_bad_by_class_total{class=\"tls_replay\"} 1\n",
+            "telemt_handshake_failures_by_class_total{class=\"tls_replay\"} 1\n",
+            "telemt_user_octets_to_client{user=\"a\\\"b\"} 9\n",
+            "telemt_upstream_connect_attempts_per_request{bucket=\"3_4\"} 0\n",
+            "telemt_upstream_connect_duration_success_total{bucket=\"gt_1000ms\"} 0\n",
+            "telemt_ip_tracker_users{scope=\"active\"} 0\n",
+            "telemt_telemetry_user_series_users{family=\"stats\",status=\"emitted\"} 1\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+        assert!(text.ends_with("# EOF\n"));
     }
 }

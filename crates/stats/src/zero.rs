@@ -19,6 +19,8 @@ crate::counter_block! {
         connections_bad_total,
         /// Client handshake timeouts.
         handshake_timeouts_total,
+        /// Connections dropped because no `server.max_connections` slot freed in time.
+        accept_permit_timeout_total,
         /// Live connections routed through the middle proxy.
         current_connections_me,
         /// Live connections routed directly to a DC.
