@@ -128,19 +128,82 @@ pub fn ensure_default_config(path: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Logs the links of `user` (after a default config was created: the operator's first link).
+/// Users whose links are logged at start (the rest: `mtproxyd links`).
+const LOGGED_USERS: usize = 3;
+
+/// Logs the links of the first users at every start, and warns when the only address the
+/// links can use is one clients on the Internet cannot reach.
 pub fn log_links(
     cfg: &config::Config,
     detected: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
-    user: &str,
 ) {
-    let secret = cfg
-        .access
-        .users
-        .get(user)
-        .map(|s| s.to_hex())
-        .unwrap_or_default();
-    for (mode, link) in user_links(cfg, detected, &secret) {
-        tracing::info!(user, mode = %mode, "link: {link}");
+    for (user, secret) in cfg.access.users.iter().take(LOGGED_USERS) {
+        for (mode, link) in user_links(cfg, detected, &secret.to_hex()) {
+            tracing::info!(user = %user, mode = %mode, "link: {link}");
+        }
+    }
+    let more = cfg.access.users.len().saturating_sub(LOGGED_USERS);
+    if more > 0 {
+        tracing::info!("{more} more users: `mtproxyd links` prints every link");
+    }
+    if cfg.general.public_host().is_none() {
+        if let Some(why) = unreachable_from_outside(detected) {
+            tracing::warn!(
+                "links use {why}; clients outside this network cannot reach it: set general.links.public_host (and public_port) to the address they use"
+            );
+        }
+    }
+}
+
+/// Describes the detected addresses when none is public (private, loopback, link-local,
+/// shared or documentation ranges).
+fn unreachable_from_outside(
+    detected: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
+) -> Option<String> {
+    let v4_public = detected.0.filter(|ip| {
+        let o = ip.octets();
+        !(ip.is_private()
+            || ip.is_loopback()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_documentation()
+            || (o[0] == 100 && (64..128).contains(&o[1])))
+    });
+    let v6_public = detected.1.filter(|ip| {
+        let s = ip.segments();
+        // Global unicast (2000::/3) outside the documentation range 2001:db8::/32.
+        (s[0] & 0xe000) == 0x2000 && !(s[0] == 0x2001 && s[1] == 0x0db8)
+    });
+    if v4_public.is_some() || v6_public.is_some() {
+        return None;
+    }
+    let shown: Vec<String> = [
+        detected.0.map(|a| a.to_string()),
+        detected.1.map(|a| a.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Some(if shown.is_empty() {
+        "no detected address".to_owned()
+    } else {
+        format!("only non-public addresses ({})", shown.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_documentation_addresses_are_not_reachable() {
+        let v4 = |s: &str| Some(s.parse().expect("v4"));
+        let v6 = |s: &str| Some(s.parse().expect("v6"));
+        assert!(unreachable_from_outside((v4("10.0.0.5"), None)).is_some());
+        assert!(unreachable_from_outside((v4("100.64.1.1"), v6("fe80::1"))).is_some());
+        assert!(unreachable_from_outside((v4("192.0.2.7"), v6("2001:db8::1"))).is_some());
+        assert!(unreachable_from_outside((None, None)).is_some());
+        assert!(unreachable_from_outside((v4("203.0.114.9"), None)).is_none());
+        assert!(unreachable_from_outside((v4("10.0.0.5"), v6("2a01:4f8::1"))).is_none());
     }
 }

@@ -42,28 +42,66 @@ struct Cli {
     command: Command,
 }
 
+/// Config file help, shared by every command.
+const CONFIG_HELP: &str = "Config file [default: $MTPROXYD_CONFIG, else ./config.toml if it \
+exists, else $XDG_CONFIG_HOME/mtproxyd/config.toml or ~/.config/mtproxyd/config.toml]";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (creates a commented default config with one user when PATH is absent).
     Run {
-        /// Config file.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        #[arg(long, short, help = CONFIG_HELP)]
+        config: Option<PathBuf>,
     },
     /// Validate a config file: prints warnings and errors (with key names); exit 0 if valid.
     Check {
-        /// Config file.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, help = CONFIG_HELP)]
+        config: Option<PathBuf>,
     },
     /// Print tg:// links of every user (or of USER).
     Links {
-        /// Config file.
-        #[arg(long, short, default_value = "config.toml")]
-        config: PathBuf,
+        #[arg(long, short, help = CONFIG_HELP)]
+        config: Option<PathBuf>,
         /// Only this user.
         user: Option<String>,
     },
+}
+
+/// Where the config lives when `--config` is not given (the same for every command, so
+/// `check` and `links` find what `run` created): `$MTPROXYD_CONFIG`; else `./config.toml`
+/// when it exists (telemt's habit); else the user's config directory, so a first run from a
+/// source checkout does not write secrets into the tree.
+fn default_config_path(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    cwd_has_config: bool,
+) -> PathBuf {
+    if let Some(p) = env("MTPROXYD_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if cwd_has_config {
+        return PathBuf::from("config.toml");
+    }
+    let base = env("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|p| !p.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        });
+    match base {
+        Some(b) => b.join("mtproxyd").join("config.toml"),
+        None => PathBuf::from("config.toml"),
+    }
+}
+
+fn config_or_default(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        default_config_path(
+            |k| std::env::var_os(k),
+            std::path::Path::new("config.toml").exists(),
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -75,9 +113,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match cli.command {
-        Command::Check { config } => commands::check(&config),
-        Command::Links { config, user } => commands::links(&config, user.as_deref()),
+        Command::Check { config } => commands::check(&config_or_default(config)),
+        Command::Links { config, user } => {
+            commands::links(&config_or_default(config), user.as_deref())
+        }
         Command::Run { config } => {
+            let config = config_or_default(config);
             let log = logging::init();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -99,5 +140,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_path_order() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let all = env(&[("MTPROXYD_CONFIG", "/x/c.toml"), ("HOME", "/home/u")]);
+        assert_eq!(default_config_path(all, true), PathBuf::from("/x/c.toml"));
+        let home = env(&[("HOME", "/home/u")]);
+        assert_eq!(
+            default_config_path(home, true),
+            PathBuf::from("config.toml")
+        );
+        assert_eq!(
+            default_config_path(home, false),
+            PathBuf::from("/home/u/.config/mtproxyd/config.toml")
+        );
+        let xdg = env(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/cfg")]);
+        assert_eq!(
+            default_config_path(xdg, false),
+            PathBuf::from("/cfg/mtproxyd/config.toml")
+        );
+        assert_eq!(
+            default_config_path(env(&[]), false),
+            PathBuf::from("config.toml")
+        );
     }
 }

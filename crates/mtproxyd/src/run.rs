@@ -85,9 +85,7 @@ pub async fn run(path: PathBuf, log: LogControl) -> anyhow::Result<()> {
 
     startup.set_stage("ready");
     startup.set_status(StartupStatus::Ready, SystemTime::now());
-    if created {
-        commands::log_links(cfg, detected, commands::DEFAULT_USER);
-    }
+    commands::log_links(cfg, detected);
 
     let reason = loop {
         tokio::select! {

@@ -13,13 +13,18 @@ use testkit::{ConfigFixture, Daemon, HttpClient};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// README: `mtproxyd run` in an empty directory creates `config.toml` (default user, API on
-/// 127.0.0.1:9091), logs the user's links and serves `/v1/health`.
+/// README: `mtproxyd run` with no config anywhere creates one in the user's config directory
+/// (not the working directory: a source checkout stays clean), with the default user and the
+/// API on 127.0.0.1:9091, logs the user's links and serves `/v1/health`; `check` without
+/// `--config` finds the same file.
 #[tokio::test]
 async fn run_creates_default_config_and_serves_health() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::spawn(Path::new(BIN), &["run"], dir.path(), "first", &[]).unwrap();
-    let config = dir.path().join("config.toml");
+    let xdg = dir.path().join("xdg");
+    let xdg_s = xdg.to_str().unwrap().to_owned();
+    let env = [("XDG_CONFIG_HOME", xdg_s.as_str()), ("MTPROXYD_CONFIG", "")];
+    let mut d = Daemon::spawn(Path::new(BIN), &["run"], dir.path(), "first", &env).unwrap();
+    let config = xdg.join("mtproxyd").join("config.toml");
     let logs = eventually(WAIT, || {
         let logs = d.logs();
         async move {
@@ -29,7 +34,20 @@ async fn run_creates_default_config_and_serves_health() {
     .await
     .expect("no link logged");
     assert!(config.exists(), "{logs}");
+    assert!(
+        !dir.path().join("config.toml").exists(),
+        "nothing written to the cwd"
+    );
     assert!(logs.contains("created default config"), "{logs}");
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", &xdg)
+        .env_remove("MTPROXYD_CONFIG")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("is valid"), "{said}");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("listen = \"127.0.0.1:9091\""), "{text}");
     assert!(text.contains("[access.users]"), "{text}");
