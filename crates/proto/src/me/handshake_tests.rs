@@ -146,6 +146,24 @@ fn roles_agree_and_carry_data() {
 }
 
 #[test]
+fn roles_agree_over_ipv6() {
+    let v6 = |n| HandshakeParams {
+        proxy_addr: sa("[2001:db8::10]:40000"),
+        me_addr: sa("[2001:67c:4e8:f002::d]:80"),
+        ..params(n, true)
+    };
+    let (mut c, mut s) = run(v6(1), v6(2), 5).expect("handshake");
+    let mut wire = Vec::new();
+    c.sender.send(&ping_payload(9), &mut wire);
+    s.receiver.feed(&wire);
+    let p = s.receiver.next_packet().expect("valid").expect("complete");
+    assert_eq!(
+        ProxyMessage::parse(&p),
+        Ok(ProxyMessage::Ping { ping_id: 9 })
+    );
+}
+
+#[test]
 fn crc32c_needs_both_sides() {
     let (c, s) = run(params(1, true), params(2, false), 64).expect("handshake");
     assert_eq!((c.checksum, s.checksum), (Checksum::Crc32, Checksum::Crc32));

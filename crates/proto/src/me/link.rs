@@ -13,7 +13,7 @@
 
 use super::crc::Checksum;
 use super::kdf::CbcStream;
-use super::rpc::{encode_packet, pad_to_block, RpcError, RpcPacketDecoder, MAX_PACKET_LEN};
+use super::rpc::{encode_packet, pad_to_block, RpcError, RpcPacketDecoder};
 
 /// Sending half: numbers, checksums, pads and encrypts each payload.
 #[derive(Debug)]
@@ -83,10 +83,6 @@ impl Default for RpcSender {
         Self::new()
     }
 }
-
-/// Largest buffered plaintext before the receiver gives up: one maximal
-/// packet plus a block.
-const MAX_BUFFER: usize = MAX_PACKET_LEN + 16;
 
 /// Receiving half: buffers wire bytes, decrypts whole blocks, cuts packets.
 #[derive(Debug)]
@@ -166,7 +162,8 @@ impl RpcReceiver {
                 buf.drain(..p.consumed);
                 Ok(Some(payload))
             }
-            None if buf.len() > MAX_BUFFER => Err(RpcError::BadLength(buf.len() as u32)),
+            // Incomplete: at most one packet (≤ MAX_PACKET_LEN) is pending,
+            // because the decoder rejects larger lengths as soon as it sees them.
             None => Ok(None),
         }
     }
