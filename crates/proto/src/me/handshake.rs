@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::crc::Checksum;
 use super::kdf::{derive_key_iv, KdfInput, MixedFamilies, Purpose};
 use super::link::{RpcReceiver, RpcSender};
-use super::msg::Handshake;
+use super::msg::{handshake_error_payload, Handshake};
 use super::rpc::{handshake_payload, RpcError, RpcNonce, HANDSHAKE_FLAG_CRC32C};
 
 /// Crypto schema 1: AES-256-CBC keys from the §7.4 KDF.
@@ -303,6 +303,7 @@ pub struct ServerHandshake {
     receiver: RpcReceiver,
     state: State,
     result: Option<(Checksum, Handshake)>,
+    reject: Option<i32>,
 }
 
 impl ServerHandshake {
@@ -316,7 +317,15 @@ impl ServerHandshake {
             receiver: RpcReceiver::new(),
             state: State::AwaitNonce,
             result: None,
+            reject: None,
         })
+    }
+
+    /// Answers the proxy's RPC_HANDSHAKE with RPC_HANDSHAKE_ERROR `code`
+    /// instead (a refusing middle proxy); `feed` then appends that packet and
+    /// returns [`RpcError::HandshakeRejected`].
+    pub fn reject_with(&mut self, code: i32) {
+        self.reject = Some(code);
     }
 
     /// Feeds bytes from the proxy, appending our answers to `out`;
@@ -358,6 +367,11 @@ impl ServerHandshake {
                         return Ok(false);
                     };
                     let peer = Handshake::parse(&pkt)?;
+                    if let Some(code) = self.reject {
+                        self.sender
+                            .send(&handshake_error_payload(code, &self.p.pid), out);
+                        return Err(RpcError::HandshakeRejected(code).into());
+                    }
                     let on = self.p.crc32c && peer.flags & HANDSHAKE_FLAG_CRC32C != 0;
                     // The answer echoes the proxy's PID as the peer PID (a
                     // client may check it) and is itself still CRC-32.

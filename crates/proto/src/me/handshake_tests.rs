@@ -258,6 +258,27 @@ fn nonce_checks() {
 }
 
 #[test]
+fn refusing_server_is_seen_by_the_client() {
+    let mut out = Vec::new();
+    let mut cli = ClientHandshake::start(params(1, true), &mut out).expect("valid");
+    let mut srv = ServerHandshake::new(params(2, true)).expect("valid");
+    srv.reject_with(-5);
+    let mut back = Vec::new();
+    assert_eq!(srv.feed(&out, &mut back), Ok(false));
+    out.clear();
+    assert_eq!(cli.feed(&back, &mut out), Ok(false));
+    back.clear();
+    assert_eq!(
+        srv.feed(&out, &mut back),
+        Err(HandshakeError::Rpc(RpcError::HandshakeRejected(-5)))
+    );
+    assert_eq!(
+        cli.feed(&back, &mut Vec::new()),
+        Err(HandshakeError::Rpc(RpcError::HandshakeRejected(-5)))
+    );
+}
+
+#[test]
 fn handshake_error_is_a_rejection() {
     let p = handshake_error_payload(-7, &[0; 12]);
     assert_eq!(Handshake::parse(&p), Err(RpcError::HandshakeRejected(-7)));

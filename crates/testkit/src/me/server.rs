@@ -49,6 +49,11 @@ pub struct Misbehave {
     /// Derive keys from a secret that differs after the key selector, so
     /// the nonce exchange succeeds and the first encrypted packet fails.
     pub wrong_kdf: bool,
+    /// Answer the proxy's handshake with RPC_HANDSHAKE_ERROR and this code.
+    pub reject_handshake: Option<i32>,
+    /// Our clock is off by this many seconds (and the proxy's crypto_ts is
+    /// then not checked, so the proxy is the one to notice).
+    pub clock_offset_secs: i64,
 }
 
 /// Test middle proxy configuration.
@@ -343,7 +348,10 @@ async fn handshake(
             *last ^= 0xff;
         }
     }
-    let now = unix_now();
+    let skewed = i64::from(unix_now()).saturating_add(opts.misbehave.clock_offset_secs);
+    let now = u32::try_from(skewed.max(0)).unwrap_or(u32::MAX);
+    let max_skew_secs = (opts.misbehave.clock_offset_secs == 0)
+        .then_some(proto::me::handshake::MAX_CLOCK_SKEW_SECS);
     let params = HandshakeParams {
         proxy_secret: secret,
         proxy_addr: peer,
@@ -352,9 +360,12 @@ async fn handshake(
         nonce: rand::random(),
         crc32c: opts.crc32c,
         pid: pid_bytes(local, std::process::id() as u16, now),
-        max_skew_secs: Some(proto::me::handshake::MAX_CLOCK_SKEW_SECS),
+        max_skew_secs,
     };
     let mut hs = ServerHandshake::new(params).map_err(|e| e.to_string())?;
+    if let Some(code) = opts.misbehave.reject_handshake {
+        hs.reject_with(code);
+    }
     let mut buf = vec![0u8; 4096];
     let run = async {
         loop {

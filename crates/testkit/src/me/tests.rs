@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use proto::me::rpc::flags;
-use proto::me::{ping_payload, MeMessage, RpcError};
+use proto::me::{ping_payload, HandshakeError, MeMessage, RpcError};
 
 use super::*;
 use crate::dc::{mtproto, DcMessage, DcMode, TestDc};
@@ -147,6 +147,44 @@ async fn wrong_kdf_on_the_me_side_fails_the_handshake() {
         .await
         .unwrap_err();
     assert!(matches!(e, MeClientError::Closed), "{e}");
+    assert!(
+        me.wait_until(T, |m| m.counters().handshake_failures == 1)
+            .await
+    );
+}
+
+#[tokio::test]
+async fn handshake_error_and_clock_skew_reach_the_client() {
+    let mb = Misbehave {
+        reject_handshake: Some(-3),
+        ..Misbehave::default()
+    };
+    let (_dc, me, secret) = setup(DcMode::Echo, mb).await;
+    let e = MeClient::connect(me.addr(), MeClientOptions::new(secret))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MeClientError::Handshake(HandshakeError::Rpc(RpcError::HandshakeRejected(-3)))
+        ),
+        "{e}"
+    );
+    let mb = Misbehave {
+        clock_offset_secs: -120,
+        ..Misbehave::default()
+    };
+    let (_dc, me, secret) = setup(DcMode::Echo, mb).await;
+    let e = MeClient::connect(me.addr(), MeClientOptions::new(secret))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MeClientError::Handshake(HandshakeError::ClockSkew { .. })
+        ),
+        "{e}"
+    );
     assert!(
         me.wait_until(T, |m| m.counters().handshake_failures == 1)
             .await
