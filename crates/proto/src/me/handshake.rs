@@ -172,12 +172,11 @@ fn check_peer_nonce(
     Ok(())
 }
 
-/// Derives both directions; returns (write, read) key/iv for `role_writes`.
-#[allow(clippy::type_complexity)]
-fn keys(
-    k: &KdfInput<'_>,
-    we_are_client: bool,
-) -> Result<(([u8; 32], [u8; 16]), ([u8; 32], [u8; 16])), MixedFamilies> {
+/// One direction's AES-256-CBC key and IV.
+type KeyIv = ([u8; 32], [u8; 16]);
+
+/// Derives both directions and returns (write, read) for our role.
+fn keys(k: &KdfInput<'_>, we_are_client: bool) -> Result<(KeyIv, KeyIv), MixedFamilies> {
     let client = derive_key_iv(k, Purpose::Client)?;
     let server = derive_key_iv(k, Purpose::Server)?;
     Ok(if we_are_client {
