@@ -313,3 +313,44 @@ fn files_round_trip_through_the_parser() {
     assert!(keys.contains(&f.config_v4_path.display().to_string()));
     assert!(f.dir().exists());
 }
+
+/// An independent proxy side (Python, written from docs/PROTOCOL.md §7 only) completes the
+/// handshake with CRC-32C and gets a resPQ through TestMe, so TestMe and `proto::me` do not
+/// merely agree with each other.
+#[tokio::test]
+async fn independent_python_peer_speaks_to_test_me() {
+    let has_aes =
+        crate::py::has_modules(&["cryptography"]).await || crate::py::has_modules(&["pyaes"]).await;
+    if !has_aes {
+        crate::external::missing(
+            "a Python AES module (cryptography or pyaes)",
+            "pip install -r tests-py/requirements.txt and set MTPROXYD_PY",
+        );
+        return;
+    }
+    let (dc, me, secret) = setup(DcMode::MtProto, Misbehave::default()).await;
+    let tag: [u8; 16] = rand::random();
+    let args = vec![
+        "--port".to_owned(),
+        me.addr().port().to_string(),
+        "--proxy-secret".to_owned(),
+        hex::encode(&secret),
+        "--ad-tag".to_owned(),
+        hex::encode(tag),
+    ];
+    let r = crate::py::run_interop("me_link_interop.py", &args, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(r.ok, "{}\n{}", r.json, r.stderr);
+    assert_eq!(r.json["crc32c"], true);
+    let conns = me.conns();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].conn_id, 0x1122_3344_5566_7788);
+    assert_eq!(conns[0].ad_tag, Some(tag));
+    assert_eq!(conns[0].client, sa("198.51.100.7:51234"));
+    assert_eq!(conns[0].flags, 0x2002_100a);
+    assert!(matches!(
+        dc.messages().as_slice(),
+        [DcMessage::ReqPq { .. }]
+    ));
+}
