@@ -8,7 +8,7 @@
 //! policy (`external`).
 //! Must not: ship in the binary, or depend on the crates under test (it speaks to them only
 //! as an outside client or server would) — with one exception: `me` builds on `proto::me`,
-//! the sans-IO ME wire layer pinned by the doc's test vectors (docs/DECISIONS.md).
+//! the sans-IO ME wire layer pinned by the doc's test vectors (docs/DECISIONS.md #34).
 
 mod daemon;
 mod fixtures;

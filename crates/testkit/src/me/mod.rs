@@ -8,7 +8,7 @@
 //!
 //! Unlike `client` and `dc`, this module builds on `proto::me` (both
 //! handshake roles live there, pinned to the test vectors of
-//! docs/PROTOCOL.md §7.3, §7.4 and §7.6), see docs/DECISIONS.md.
+//! docs/PROTOCOL.md §7.3, §7.4 and §7.6), see docs/DECISIONS.md #34.
 
 mod driver;
 mod files;

@@ -42,7 +42,8 @@ pub struct Misbehave {
     pub refuse: bool,
     /// Complete the handshake, then read and ignore everything.
     pub stall_after_handshake: bool,
-    /// Close the link after receiving this many data frames.
+    /// Close the link when this many data frames have arrived (the last one
+    /// is not acted on).
     pub drop_after_frames: Option<u64>,
     /// Send the data frame with this index (0-based, per link) with a bad CRC.
     pub corrupt_crc_at: Option<u64>,
@@ -134,9 +135,9 @@ pub struct MeConnRecord {
     pub conn_id: u64,
     /// Flags of the last RPC_PROXY_REQ.
     pub flags: u32,
-    /// Client address from the request.
+    /// Client address from the first request.
     pub client: SocketAddr,
-    /// "Our address" from the request.
+    /// "Our address" from the first request.
     pub ours: SocketAddr,
     /// Ad tag of the last request.
     pub ad_tag: Option<[u8; 16]>,
