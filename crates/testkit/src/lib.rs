@@ -3,10 +3,12 @@
 //! Owns: ephemeral port picking, a spawned-daemon handle (start, wait for readiness, signals,
 //! logs), a minimal keep-alive HTTP/1.1 JSON client over a tokio `TcpStream`, config
 //! fixtures, and the protocol-level pieces the data-plane tests use: a test DC (`dc`), a
-//! proxy client (`client`), a masking target (`mask`), the Python interop runner (`py`) and the
-//! missing-peer policy (`external`).
+//! proxy client (`client`), a masking target (`mask`), a test middle proxy with its client
+//! driver and config files (`me`), the Python interop runner (`py`) and the missing-peer
+//! policy (`external`).
 //! Must not: ship in the binary, or depend on the crates under test (it speaks to them only
-//! as an outside client or server would).
+//! as an outside client or server would) — with one exception: `me` builds on `proto::me`,
+//! the sans-IO ME wire layer pinned by the doc's test vectors (docs/DECISIONS.md #37).
 
 mod daemon;
 mod fixtures;
@@ -16,6 +18,7 @@ pub mod client;
 pub mod dc;
 pub mod external;
 pub mod mask;
+pub mod me;
 pub mod py;
 
 pub use daemon::{free_port, Daemon, DaemonError};

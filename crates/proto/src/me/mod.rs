@@ -1,22 +1,37 @@
 //! Middle-proxy (ME) RPC layer (docs/PROTOCOL.md §7): checksums, packet framing,
-//! handshake payloads, PROXY_REQ/ANS messages, KDF and CBC streams.
+//! the encrypted link stream, the handshake for both roles (proxy and middle
+//! proxy), PROXY_REQ/ANS and the other RPC messages, KDF and CBC streams.
 //!
 //! Owns: sans-IO wire pieces only. Must not: hold the ME pool, fetch the
-//! proxy config/secret or read clocks.
+//! proxy config/secret, read clocks or draw randomness.
 //! Not here yet: STUN (§7.5).
 
 pub mod config;
 pub mod crc;
+pub mod handshake;
 pub mod kdf;
+pub mod link;
+pub mod msg;
 pub mod rpc;
 
 pub use config::{parse_proxy_config, ProxyConfigError, ProxyConfigFile};
 pub use crc::{crc32, crc32c, Checksum};
+pub use handshake::{
+    pid_bytes, ClientHandshake, HandshakeError, HandshakeParams, RpcLink, ServerHandshake,
+};
 pub use kdf::{derive_key_iv, kdf_input_bytes, CbcStream, KdfInput, MixedFamilies, Purpose};
+pub use link::{RpcReceiver, RpcSender};
+pub use msg::{
+    close_conn_payload, close_ext_payload, handshake_error_payload, ping_payload, pong_payload,
+    proxy_ans_payload, simple_ack_payload, Handshake, ProxyMessage, ProxyMessageError, ProxyReq,
+    ProxyReqError,
+};
 pub use rpc::{
     encode_packet, handshake_payload, pad_to_block, parse_handshake_answer, write_proxy_req_header,
     MeMessage, RpcError, RpcNonce, RpcPacket, RpcPacketDecoder,
 };
 
+#[cfg(test)]
+mod handshake_tests;
 #[cfg(test)]
 mod tests;

@@ -69,7 +69,7 @@ pub mod flags {
 /// ME RPC violations (each variant doubles as a link-failure label).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RpcError {
-    /// `total_len` outside 12..=2^24.
+    /// `total_len` outside 12..=2^24 or not a multiple of 4.
     #[error("RPC packet length {0} out of range")]
     BadLength(u32),
     /// Checksum mismatch.
@@ -175,7 +175,9 @@ impl RpcPacketDecoder {
                 off += 4; // padding word
                 continue;
             }
-            if !(12..=MAX_PACKET_LEN as u32).contains(&len) {
+            // Payloads are TL (whole words); a length that is not a multiple
+            // of 4 would also desynchronise the padding-word skip.
+            if !(12..=MAX_PACKET_LEN as u32).contains(&len) || len % 4 != 0 {
                 return Err(RpcError::BadLength(len));
             }
             let end = off + len as usize;

@@ -1,0 +1,25 @@
+//! A test middle proxy (Telegram's side of docs/PROTOCOL.md §7), a client
+//! driver for it, and the proxy-secret / proxy-config files that point a
+//! proxy at it.
+//!
+//! Owns: [`TestMe`] (server), [`MeClient`] (the proxy's side of one link, for
+//! tests), [`MeFiles`] and the config text generator. Must not: ship in the
+//! binary or implement the data plane's writer pool.
+//!
+//! Unlike `client` and `dc`, this module builds on `proto::me` (both
+//! handshake roles live there, pinned to the test vectors of
+//! docs/PROTOCOL.md §7.3, §7.4 and §7.6), see docs/DECISIONS.md #37.
+
+mod driver;
+mod files;
+mod relay;
+mod server;
+
+pub use driver::{MeClient, MeClientError, MeClientOptions, Received, DEFAULT_TIMEOUT};
+pub use files::{proxy_config_text, random_proxy_secret, MeFiles, PROXY_SECRET_LEN};
+pub use server::{
+    MeConnRecord, MeCounters, MeLinkRecord, MeOptions, Misbehave, TestMe, HANDSHAKE_TIMEOUT,
+};
+
+#[cfg(test)]
+mod tests;
