@@ -33,6 +33,7 @@ pub async fn run(path: PathBuf, log: LogControl) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
 
+    raise_fd_limit();
     let created = commands::ensure_default_config(&path)?;
     if created {
         tracing::info!(path = %path.display(), user = commands::DEFAULT_USER, "created default config");
@@ -117,5 +118,14 @@ async fn reload(store: &Arc<ConfigStore>) {
             tracing::error!(error = %e, "SIGHUP: reload failed; keeping the running config")
         }
         Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+    }
+}
+
+/// Every client holds two sockets (client and DC): lift the soft open-files limit to the hard
+/// one, so a default `ulimit -n 1024` does not cap the proxy at ~500 clients.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
 }
