@@ -9,6 +9,7 @@ mod logging;
 mod netinfo;
 mod run;
 mod runtime;
+mod usercli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,13 @@ enum Command {
     Check {
         #[arg(long, short, help = CONFIG_HELP)]
         config: Option<PathBuf>,
+    },
+    /// Manage users through the running proxy's API (address and auth from the config).
+    User {
+        #[arg(long, short, help = CONFIG_HELP)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: usercli::UserCommand,
     },
     /// Print tg:// links of every user (or of USER).
     Links {
@@ -114,6 +122,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { config } => commands::check(&config_or_default(config)),
+        Command::User { config, cmd } => usercli::run(&config_or_default(config), cmd),
         Command::Links { config, user } => {
             commands::links(&config_or_default(config), user.as_deref())
         }
