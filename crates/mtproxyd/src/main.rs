@@ -4,6 +4,7 @@
 
 mod api_listener;
 mod commands;
+mod doctor;
 mod hooks;
 mod logging;
 mod netinfo;
@@ -66,6 +67,12 @@ enum Command {
         #[command(subcommand)]
         cmd: usercli::UserCommand,
     },
+    /// Check the prerequisites (config, listeners, mask host, DCs, open-files limit); one
+    /// line per check with the fix; exit 1 when something failed.
+    Doctor {
+        #[arg(long, short, help = CONFIG_HELP)]
+        config: Option<PathBuf>,
+    },
     /// Print tg:// links of every user (or of USER).
     Links {
         #[arg(long, short, help = CONFIG_HELP)]
@@ -123,6 +130,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => commands::check(&config_or_default(config)),
         Command::User { config, cmd } => usercli::run(&config_or_default(config), cmd),
+        Command::Doctor { config } => doctor::run(&config_or_default(config)),
         Command::Links { config, user } => {
             commands::links(&config_or_default(config), user.as_deref())
         }

@@ -199,3 +199,71 @@ async fn user_subcommands_go_through_the_api() {
     let (ok, out) = user(&["list"]);
     assert!(!ok && out.contains("is mtproxyd running"), "{out}");
 }
+
+/// A loopback server that answers any first bytes with `reply` (kept running by the thread).
+fn tiny_server(reply: &'static [u8]) -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(&mut s, reply);
+        }
+    });
+    addr
+}
+
+/// `mtproxyd doctor` names each broken prerequisite with its fix and exits 1; on a sound
+/// setup every line is ok (only loopback peers are contacted: DCs and mask are overridden).
+#[test]
+fn doctor_names_broken_prerequisites() {
+    let dir = tempfile::tempdir().unwrap();
+    let dc = tiny_server(b"");
+    let mask = tiny_server(&[0x16, 0x03, 0x03, 0x00, 0x00]);
+    let mut f = ConfigFixture::new(testkit::free_port());
+    let overrides: String = (1..=5).map(|i| format!("\"{i}\" = \"{dc}\"\n")).collect();
+    f.extra = format!("[dc_overrides]\n{overrides}");
+    let text = |mask: std::net::SocketAddr| {
+        f.render().replace(
+            "tls_domain = \"example.com\"\n",
+            &format!(
+                "tls_domain = \"example.com\"\nmask_host = \"127.0.0.1\"\nmask_port = {}\n",
+                mask.port()
+            ),
+        )
+    };
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text(mask)).unwrap();
+    let p = path.to_str().unwrap();
+    let out = run_cmd(&["doctor", "--config", p], dir.path());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}");
+    for want in [
+        "ok    config",
+        "ok    client listener",
+        "ok    mask host",
+        "ok    DCs: 5 of 5",
+    ] {
+        assert!(said.contains(want), "{want}: {said}");
+    }
+    // The mask host gone: one FAIL line naming it, with the fix; exit 1.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    std::fs::write(&path, text(closed)).unwrap();
+    let out = run_cmd(&["doctor", "--config", p], dir.path());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("FAIL  mask host") && said.contains("fix: "),
+        "{said}"
+    );
+    // A broken config stops there.
+    std::fs::write(&path, "[broken").unwrap();
+    let out = run_cmd(&["doctor", "--config", p], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  config"));
+}
