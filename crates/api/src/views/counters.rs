@@ -39,6 +39,8 @@ pub struct ZeroCoreData {
     /// Same rows as [`SummaryData::connections_bad_by_class`].
     pub connections_bad_by_class: Vec<ClassCount>,
     pub handshake_timeouts_total: u64,
+    /// Connections dropped at `server.max_connections` (telemt 3.4, additive).
+    pub accept_permit_timeout_total: u64,
     pub configured_users: usize,
     pub telemetry_core_enabled: bool,
     pub telemetry_user_enabled: bool,
@@ -77,6 +79,7 @@ pub(super) fn zero_all(ctx: &ViewContext<'_>) -> ZeroAllData {
             connections_bad_total: core.connections_bad_total,
             connections_bad_by_class: stats.bad_by_class(),
             handshake_timeouts_total: core.handshake_timeouts_total,
+            accept_permit_timeout_total: core.accept_permit_timeout_total,
             configured_users: ctx.cfg().access.users.len(),
             telemetry_core_enabled: telemetry.core_enabled,
             telemetry_user_enabled: telemetry.user_enabled,

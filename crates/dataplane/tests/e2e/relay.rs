@@ -150,6 +150,7 @@ async fn max_connections_caps_concurrent_clients() {
         .await
         .expect("probe");
     assert!(out.closed && out.received.is_empty(), "{out:?}");
+    assert_eq!(h.stats.core().accept_permit_timeout_total, 1);
     drop(first);
     h.wait_for("slot freed", |h| h.dp.live_connections() == 0)
         .await;

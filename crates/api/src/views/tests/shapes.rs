@@ -229,6 +229,7 @@ fn summary_and_zero_shapes() {
             "connections_bad_total",
             "connections_bad_by_class",
             "handshake_timeouts_total",
+            "accept_permit_timeout_total",
             "configured_users",
             "telemetry_core_enabled",
             "telemetry_user_enabled",
