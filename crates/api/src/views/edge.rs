@@ -141,8 +141,9 @@ pub struct RuntimeEdgeEventsData {
     pub data: Option<RuntimeEdgeEventsPayload>,
 }
 
-/// `limit=<usize>` from the query: missing/invalid → 50; then clamped to `[1, 1000]`.
-pub(crate) fn parse_events_limit(query: Option<&str>) -> usize {
+/// `limit=<usize>` from a query string: missing or invalid → `default`; then clamped to
+/// `[1, max]` (the runtime-edge endpoints share this rule).
+pub(crate) fn query_limit(query: Option<&str>, default: usize, max: usize) -> usize {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -150,8 +151,13 @@ pub(crate) fn parse_events_limit(query: Option<&str>) -> usize {
             let (key, value) = pair.split_once('=')?;
             (key == "limit").then(|| value.parse::<usize>().ok())?
         })
-        .unwrap_or(EVENTS_DEFAULT_LIMIT)
-        .clamp(1, EVENTS_MAX_LIMIT)
+        .unwrap_or(default)
+        .clamp(1, max)
+}
+
+/// `limit=<usize>` from the query: missing/invalid → 50; then clamped to `[1, 1000]`.
+pub(crate) fn parse_events_limit(query: Option<&str>) -> usize {
+    query_limit(query, EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT)
 }
 
 pub(super) fn events_recent(ctx: &ViewContext<'_>) -> RuntimeEdgeEventsData {

@@ -41,15 +41,7 @@ pub struct RuntimeEdgeTlsFingerprintsData {
 
 /// `limit=<usize>` from the query; missing or invalid → `default`; clamped to `[1, 1000]`.
 pub(crate) fn parse_limit(query: Option<&str>, default: usize) -> usize {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            (key == "limit").then(|| value.parse::<usize>().ok())?
-        })
-        .unwrap_or(default)
-        .clamp(1, FINGERPRINTS_MAX_LIMIT)
+    super::edge::query_limit(query, default, FINGERPRINTS_MAX_LIMIT)
 }
 
 pub(super) fn tls_fingerprints(ctx: &ViewContext<'_>) -> RuntimeEdgeTlsFingerprintsData {
