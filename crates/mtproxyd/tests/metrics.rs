@@ -176,7 +176,18 @@ async fn telemt_dashboards_find_our_series() {
         body.contains("telemt_connections_bad_by_class_total{class="),
         "{body}"
     );
-    // Not whitelisted → refused (only loopback is allowed by default; the API whitelist is
-    // separate, and unknown paths are 404).
+    // Our own dashboard (contrib/grafana) uses only what we serve.
+    let ours = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contrib/grafana/mtproxyd-dashboard.json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ours).expect("contrib dashboard")).expect("json");
+    let mut own = BTreeSet::new();
+    metric_names(&v, &mut own);
+    let unserved: Vec<&String> = own
+        .iter()
+        .filter(|n| !served.contains(n.as_str()))
+        .collect();
+    assert!(own.len() >= 10 && unserved.is_empty(), "{unserved:?}");
+    // Only /metrics is served.
     assert_eq!(c.get("/other").await.expect("get").status, 404);
 }
