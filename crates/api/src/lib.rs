@@ -7,6 +7,7 @@
 //! Must not: reach into the data plane other than through [`runtime::Runtime`], write the
 //! config file other than through `config::ConfigStore`, keep process-wide statics.
 
+pub mod admin;
 pub mod body;
 pub mod config_routes;
 pub mod envelope;

@@ -81,8 +81,18 @@ impl ApiService {
         if !whitelist_allows(&api.whitelist, peer) {
             return Err(ApiError::forbidden());
         }
+        let path = req.uri().path();
+        if (path == crate::admin::PAGE || path == "/admin/") && req.method() == Method::GET {
+            // The page carries no data: its API calls pass the Authorization gate themselves.
+            return Ok(crate::admin::page());
+        }
         if !authorized(&api.auth_header, req.headers()) {
             return Err(ApiError::unauthorized());
+        }
+        if req.method() == Method::GET {
+            if let Some(user) = crate::admin::qr_user(req.uri().path()) {
+                return crate::admin::qr(&self.state, user);
+            }
         }
         let (parts, body) = req.into_parts();
         if parts.uri.path() == crate::reload::PATH {

@@ -256,3 +256,41 @@ async fn quota_reset_schedules_are_set_shown_and_cleared() {
     assert_eq!(r.assert_ok(200)["quota_reset"], serde_json::Value::Null);
     assert!(!f.file().contains("user_quota_reset"));
 }
+
+#[tokio::test]
+async fn admin_page_and_qr_codes() {
+    let f = Fixture::new(r#"auth_header = "Bearer admin""#);
+    let resp = f.send_raw(req("GET", "/admin", None)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("<title>mtproxyd</title>"));
+    // The data behind it still needs the header; so does a QR code (it holds the secret).
+    f.call("GET", "/v1/users", None)
+        .await
+        .assert_error(401, "unauthorized");
+    f.call("GET", "/v1/users/alice/qr", None)
+        .await
+        .assert_error(401, "unauthorized");
+    let mut q = req("GET", "/v1/users/alice/qr", None);
+    q.headers_mut()
+        .insert("authorization", "Bearer admin".parse().expect("hv"));
+    let resp = f.send_raw(q).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+    let svg = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&svg).contains("<svg"));
+    let mut q = req("GET", "/v1/users/nobody/qr", None);
+    q.headers_mut()
+        .insert("authorization", "Bearer admin".parse().expect("hv"));
+    assert_eq!(f.send_raw(q).await.status(), 404);
+    // The whitelist applies to the page too.
+    let outsider = req_from("GET", "/admin", None, "10.9.9.9:1234");
+    assert_eq!(f.send_raw(outsider).await.status(), 403);
+}

@@ -162,6 +162,14 @@ impl Fixture {
         Reply::from(resp).await
     }
 
+    /// The raw response (for non-JSON resources such as the admin page).
+    pub async fn send_raw(&self, req: Request<Full<Bytes>>) -> Response<ApiBody> {
+        api::router(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("infallible")
+    }
+
     /// `method path` with an optional JSON body, from 127.0.0.1.
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
         self.send(req(method, path, body)).await
