@@ -128,8 +128,10 @@ pub(crate) async fn handle(
 
     let mut cut = inner.cut.subscribe();
     let deadline = tokio::time::Instant::now() + policy.client_handshake;
+    let flights = inner.fronts.flights();
     let observer = handshake::Observer {
         stats: &inner.stats,
+        flights: &flights,
     };
     let hs = handshake::run(
         &stream,
