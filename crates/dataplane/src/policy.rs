@@ -190,6 +190,8 @@ pub(crate) struct Policy {
     pub(crate) tls_emulation: bool,
     /// The flight when emulation is off: `fake_cert_len` random bytes, 13 01.
     pub(crate) legacy_flights: FlightTable,
+    /// `censorship.tls_record_shaping`: small records first to ee clients.
+    pub(crate) tls_record_shaping: bool,
     /// `server_hello_delay_*` when set.
     pub(crate) hello_delay_ms: Option<(u64, u64)>,
     pub(crate) client_handshake: Duration,
@@ -382,6 +384,7 @@ impl Policy {
             mask,
             mask_proxy_protocol: c.mask_proxy_protocol,
             tls_emulation: c.tls_emulation,
+            tls_record_shaping: c.tls_record_shaping,
             legacy_flights: FlightTable {
                 plans: Vec::new(),
                 fallback: FlightPlan {

@@ -219,6 +219,7 @@ pub(crate) async fn handle(
         user_stats: admitted.session.stats(),
         idle: policy.idle,
         throttle: &throttle,
+        shaping: policy.tls_record_shaping,
     }
     .run_on(link.stream);
     drop(policy);

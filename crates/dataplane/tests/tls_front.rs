@@ -235,6 +235,27 @@ async fn wait_ee_flight(proxy: SocketAddr, origin: &FlightShape) {
     panic!("ee flight never matched the origin: {last}");
 }
 
+/// Sends `n` bytes through the echo DC and returns the sizes of the records that carried
+/// them back.
+async fn download_record_sizes(proxy: SocketAddr, n: usize) -> Vec<usize> {
+    let conn = TestClient::connect(proxy, Mode::Tls(TlsOptions::new(DOMAIN)), SECRET, 2)
+        .await
+        .expect("ee client");
+    let (mut rd, mut wr) = conn.into_split();
+    rd.timeout = Duration::from_secs(60);
+    let writer = tokio::spawn(async move {
+        let data = vec![0x33u8; n];
+        for c in data.chunks(64 * 1024) {
+            wr.send(c).await.expect("send");
+        }
+        wr
+    });
+    let got = rd.recv_exact(n).await.expect("echo");
+    assert_eq!(got.len(), n);
+    drop(writer.await);
+    rd.record_sizes().to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ee_flight_follows_the_origin_and_survives_a_restart_without_it() {
     let Some(bin) = nginx_binary().filter(|_| have_openssl()) else {
@@ -279,6 +300,18 @@ async fn ee_flight_follows_the_origin_and_survives_a_restart_without_it() {
 
     // An authenticated ee client gets the emulated flight (digest checked by the client).
     wait_ee_flight(proxy, &origin).await;
+
+    // A 1 MiB download: small records first, like a web server ramping up, then 16 KiB.
+    let sizes = download_record_sizes(proxy, 1024 * 1024).await;
+    let first_full = sizes.iter().position(|&s| s == 16384);
+    let Some(first_full) = first_full else {
+        panic!("no 16 KiB record in {sizes:?}");
+    };
+    let small: usize = sizes[..first_full].iter().sum();
+    assert!(
+        sizes[..first_full].iter().all(|&s| s <= 1369) && small >= 400 * 1024,
+        "small records first ({small} bytes before the first full one): {sizes:?}"
+    );
 
     // Restart with the origin down: the stored profile is used from the start.
     dp.shutdown(Duration::from_millis(200)).await;

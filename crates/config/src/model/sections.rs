@@ -286,6 +286,9 @@ pub struct Censorship {
     pub fake_cert_len: usize,
     pub tls_emulation: bool,
     pub tls_front_dir: String,
+    /// Records to ee clients sized like a web server's: 1369-byte payloads for the first 512 KiB
+    /// and after a second of silence, then 16 KiB (docs/DECISIONS.md #35).
+    pub tls_record_shaping: bool,
     /// Unset (both): answer as fast as the learned origin did (docs/PROTOCOL.md §4.9). Set:
     /// a fixed uniform range overriding it; a missing bound takes 8 / 24 ms.
     pub server_hello_delay_min_ms: Option<u64>,
@@ -311,6 +314,7 @@ impl Default for Censorship {
             fake_cert_len: 2048,
             tls_emulation: true,
             tls_front_dir: "tlsfront".into(),
+            tls_record_shaping: true,
             server_hello_delay_min_ms: None,
             server_hello_delay_max_ms: None,
             tls_new_session_tickets: 0,
