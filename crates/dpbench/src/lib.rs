@@ -102,6 +102,9 @@ pub struct Options {
     /// Another mtproxyd binary measured beside the candidate in the throughput scenario
     /// (each line back to back, plus a candidate / baseline ratio line).
     pub baseline: Option<std::path::PathBuf>,
+    /// Extra `[censorship]` lines of the baseline's config: the same binary with one knob
+    /// flipped measures that knob's cost in one run.
+    pub baseline_censorship: String,
 }
 
 impl Default for Options {
@@ -119,6 +122,7 @@ impl Default for Options {
             modes: BenchMode::ALL.to_vec(),
             build: true,
             baseline: None,
+            baseline_censorship: String::new(),
         }
     }
 }
@@ -192,8 +196,9 @@ async fn proxies(o: &Options, dcs: &Dcs) -> Result<(ProxyHandle, Option<ProxyHan
         }
         proxy::build_binary()?;
     }
-    let one = proxy::spawn(&bin, 1, dcs.sink.addr(), dcs.echo.addr()).await?;
-    let many = proxy::spawn(&bin, o.users, dcs.sink.addr(), dcs.echo.addr()).await?;
+    let dc = (dcs.sink.addr(), dcs.echo.addr());
+    let one = proxy::spawn(&bin, 1, dc, "").await?;
+    let many = proxy::spawn(&bin, o.users, dc, "").await?;
     Ok((one, Some(many)))
 }
 
@@ -243,7 +248,14 @@ pub async fn run(o: &Options) -> Report {
     }
     if matches!(o.scenario, Scenario::Throughput | Scenario::All) {
         let baseline = match &o.baseline {
-            Some(bin) => match proxy::spawn(bin, 1, dcs.sink.addr(), dcs.echo.addr()).await {
+            Some(bin) => match proxy::spawn(
+                bin,
+                1,
+                (dcs.sink.addr(), dcs.echo.addr()),
+                &o.baseline_censorship,
+            )
+            .await
+            {
                 Ok(p) => Some(p),
                 Err(e) => {
                     rep.err("baseline proxy", e);

@@ -85,13 +85,14 @@ pub fn build_binary() -> Result<(), String> {
 }
 
 /// Renders a telemt-compatible config: all modes on, direct mode (no middle proxy), `users`
-/// generated users, DC 1 → `sink`, DC 2 → `echo` (and their media variants).
+/// generated users, DC 1 → `sink`, DC 2 → `echo` (and their media variants); `censorship`
+/// holds extra lines of that section (e.g. one knob flipped for a baseline).
 pub fn render_config(
     port: u16,
     api_port: u16,
     secrets: &[[u8; 16]],
-    sink: SocketAddr,
-    echo: SocketAddr,
+    (sink, echo): (SocketAddr, SocketAddr),
+    censorship: &str,
 ) -> String {
     let mut s = String::with_capacity(64 * secrets.len() + 1024);
     let _ = writeln!(
@@ -110,7 +111,7 @@ pub fn render_config(
     );
     let _ = writeln!(
         s,
-        "[censorship]\ntls_domain = \"example.com\"\nmask = false\n"
+        "[censorship]\ntls_domain = \"example.com\"\nmask = false\n{censorship}\n"
     );
     let _ = writeln!(s, "[access.users]");
     for (i, sec) in secrets.iter().enumerate() {
@@ -123,12 +124,13 @@ pub fn render_config(
     s
 }
 
-/// Spawns the binary on a generated config with `users` users and waits for its API.
+/// Spawns the binary on a generated config with `users` users (and extra `censorship`
+/// lines) and waits for its API.
 pub async fn spawn(
     binary: &Path,
     users: usize,
-    sink: SocketAddr,
-    echo: SocketAddr,
+    (sink, echo): (SocketAddr, SocketAddr),
+    censorship: &str,
 ) -> Result<ProxyHandle, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let secrets: Vec<[u8; 16]> = (0..users.max(1)).map(|_| rand::random()).collect();
@@ -138,8 +140,11 @@ pub async fn spawn(
         let port = testkit::free_port();
         let api_port = testkit::free_port();
         let cfg = dir.path().join("config.toml");
-        std::fs::write(&cfg, render_config(port, api_port, &secrets, sink, echo))
-            .map_err(|e| format!("write config: {e}"))?;
+        std::fs::write(
+            &cfg,
+            render_config(port, api_port, &secrets, (sink, echo), censorship),
+        )
+        .map_err(|e| format!("write config: {e}"))?;
         let cfg_s = cfg.to_string_lossy().into_owned();
         let mut daemon = Daemon::spawn(
             binary,
@@ -221,7 +226,7 @@ mod tests {
         let secrets = [[1u8; 16], [2u8; 16]];
         let sink: SocketAddr = "127.0.0.1:1111".parse().unwrap();
         let echo: SocketAddr = "127.0.0.1:2222".parse().unwrap();
-        let c = render_config(10, 11, &secrets, sink, echo);
+        let c = render_config(10, 11, &secrets, (sink, echo), "");
         assert!(c.contains("user00001 = \"02020202020202020202020202020202\""));
         assert!(c.contains("\"1\" = \"127.0.0.1:1111\""));
         assert!(c.contains("\"-2\" = \"127.0.0.1:2222\""));
