@@ -322,10 +322,20 @@ impl FlightParser {
                                 | usize::from(l[2]));
                         if self.hello_msg.len() >= need {
                             let hello = parse_server_hello(&self.hello_msg[..need])?;
-                            self.shape = Some(FlightShape {
+                            let mut shape = FlightShape {
                                 hello,
                                 ..FlightShape::default()
-                            });
+                            };
+                            // TLS 1.2 servers often pack Certificate … ServerHelloDone
+                            // into the ServerHello's record: count that part too.
+                            let rest = self.hello_msg.len() - need;
+                            if rest > 0 {
+                                shape.records.push(RecordShape {
+                                    content_type: CONTENT_HANDSHAKE,
+                                    len: rest,
+                                });
+                            }
+                            self.shape = Some(shape);
                         }
                     }
                 }

@@ -73,6 +73,25 @@ fn tls13_flight_shape_byte_by_byte() {
 }
 
 #[test]
+fn tls12_hello_sharing_its_record_counts_the_rest() {
+    let mut rec = server_hello(0xc02f);
+    // Append a Certificate-like message inside the same record.
+    rec.extend_from_slice(&[0x0b, 0x00, 0x00, 0x03, 1, 2, 3]);
+    let len = (rec.len() - 5) as u16;
+    rec[3..5].copy_from_slice(&len.to_be_bytes());
+    let mut p = FlightParser::default();
+    p.push(&rec).expect("valid");
+    let s = p.shape().expect("shape");
+    assert_eq!(
+        s.records,
+        [RecordShape {
+            content_type: 0x16,
+            len: 7
+        }]
+    );
+}
+
+#[test]
 fn alerts_and_garbage_are_errors() {
     let mut p = FlightParser::default();
     assert_eq!(
