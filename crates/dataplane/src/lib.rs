@@ -215,9 +215,13 @@ impl Inner {
             removed,
         } = Policy::build(cfg, Some(&prev), prev.generation + 1);
         let policy = Arc::new(policy);
-        self.fronts.set_domains(policy.tls.allowed_domains.clone());
+        let domains_changed = self.fronts.set_domains(policy.tls.allowed_domains.clone());
         // The old policy holds a reference to every user: free it off the write path.
         self.retirer.retire(self.policy.swap(Arc::clone(&policy)));
+        // After the swap: the refresh task reads what it fetches from the published policy.
+        if domains_changed || prev.tls_emulation != policy.tls_emulation {
+            self.fronts.wake();
+        }
         self.upstreams.apply(cfg);
         self.reconcile_listeners(cfg);
         for user in to_close {

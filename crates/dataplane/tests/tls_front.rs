@@ -153,10 +153,14 @@ fn probe_hello() -> Vec<u8> {
 }
 
 fn config(dir: &Path, dc: SocketAddr, mask: SocketAddr) -> PathBuf {
+    config_with(dir, dc, mask, "")
+}
+
+fn config_with(dir: &Path, dc: SocketAddr, mask: SocketAddr, censorship: &str) -> PathBuf {
     let text = format!(
         "[general]\nuse_middle_proxy = false\n\n[general.modes]\nclassic = false\nsecure = false\ntls = true\n\n\
          [server]\nport = 443\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
-         [censorship]\ntls_domain = \"{DOMAIN}\"\nmask = true\nmask_host = \"{}\"\nmask_port = {}\n\n\
+         [censorship]\ntls_domain = \"{DOMAIN}\"\nmask = true\nmask_host = \"{}\"\nmask_port = {}\n{censorship}\n\
          [access.users]\nalice = \"{}\"\n\n\
          [dc_overrides]\n\"2\" = [\"{dc}\"]\n\"-2\" = [\"{dc}\"]\n",
         mask.ip(),
@@ -169,6 +173,10 @@ fn config(dir: &Path, dc: SocketAddr, mask: SocketAddr) -> PathBuf {
 }
 
 fn start_proxy(path: &Path) -> DataplaneHandle {
+    start_proxy_with_store(path).1
+}
+
+fn start_proxy_with_store(path: &Path) -> (Arc<ConfigStore>, DataplaneHandle) {
     let store = ConfigStore::open(path).expect("config loads");
     let stats = Stats::new(SystemTime::now());
     let opts = DataplaneOptions {
@@ -179,7 +187,8 @@ fn start_proxy(path: &Path) -> DataplaneHandle {
         SystemTime::now(),
         TransportMode::Direct,
     ));
-    Dataplane::start(store, stats, startup, opts).expect("data plane")
+    let dp = Dataplane::start(Arc::clone(&store), stats, startup, opts).expect("data plane");
+    (store, dp)
 }
 
 /// An ee client's flight, checked against the origin's; `Err` says what differs (the
@@ -319,5 +328,32 @@ async fn ee_flight_follows_the_origin_and_survives_a_restart_without_it() {
     drop(nginx);
     let dp = start_proxy(&cfg);
     wait_ee_flight(dp.local_addrs()[0], &origin).await;
+    dp.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_emulation_on_by_reload_fetches_at_once() {
+    let Some(bin) = nginx_binary().filter(|_| have_openssl()) else {
+        testkit::external::missing("nginx and openssl", "run scripts/install-test-deps.sh");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_cert(dir.path());
+    let nginx = start_nginx(&bin, dir.path()).await;
+    let dc = TestDc::start(DcMode::Echo).await.expect("test DC");
+    let cfg = config_with(dir.path(), dc.addr(), nginx.addr, "tls_emulation = false");
+    let (store, dp) = start_proxy_with_store(&cfg);
+    let profile = dir.path().join("tlsfront").join(format!("{DOMAIN}.json"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!profile.exists(), "nothing fetched with emulation off");
+    config_with(dir.path(), dc.addr(), nginx.addr, "tls_emulation = true");
+    assert!(store.reload_from_disk().expect("reload"), "config changed");
+    for _ in 0..100 {
+        if profile.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(profile.exists(), "fetched right after the publish");
     dp.shutdown(Duration::from_millis(200)).await;
 }

@@ -185,51 +185,41 @@ pub(crate) async fn refresher(
 ) {
     startup.register("tls_front", "TLS front profiles", true);
     startup.begin("tls_front", SystemTime::now());
-    let (domains, emulation) = match inner.upgrade() {
-        Some(i) => {
-            let p = i.policy.load();
-            (p.tls.allowed_domains.clone(), p.tls_emulation)
-        }
-        None => return,
-    };
-    if !emulation {
-        let why = "censorship.tls_emulation = false".to_owned();
-        startup.finish(
-            "tls_front",
-            ComponentStatus::Skipped,
-            Some(why),
-            SystemTime::now(),
-        );
+    let Some(i) = inner.upgrade() else {
         return;
-    }
+    };
+    let waker = i.fronts.waker();
+    let (domains, emulation) = {
+        let p = i.policy.load();
+        (p.tls.allowed_domains.clone(), p.tls_emulation)
+    };
+    // Loaded even with emulation off: a config publish may turn it on.
     let mut loaded = 0;
-    if let Some(i) = inner.upgrade() {
-        for d in &domains {
-            // Small files read once at start.
-            match load_profile(&dir, d) {
-                Ok(Some(p)) => {
-                    loaded += 1;
-                    i.fronts.set_profile(p);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(domain = %d, error = %e, "stored TLS front profile ignored")
-                }
+    for d in &domains {
+        // Small files read once at start.
+        match load_profile(&dir, d) {
+            Ok(Some(p)) => {
+                loaded += 1;
+                i.fronts.set_profile(p);
             }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(domain = %d, error = %e, "stored TLS front profile ignored"),
         }
     }
-    let details = format!(
-        "{loaded}/{} profiles loaded from {}; fetching from the origin",
-        domains.len(),
-        dir.display()
-    );
-    tracing::info!("{details}");
-    startup.finish(
-        "tls_front",
-        ComponentStatus::Ready,
-        Some(details),
-        SystemTime::now(),
-    );
+    drop(i);
+    let (status, details) = if emulation {
+        let d = format!(
+            "{loaded}/{} profiles loaded from {}; fetching from the origin",
+            domains.len(),
+            dir.display()
+        );
+        (ComponentStatus::Ready, d)
+    } else {
+        let d = "censorship.tls_emulation = false".to_owned();
+        (ComponentStatus::Skipped, d)
+    };
+    tracing::info!("TLS front: {details}");
+    startup.finish("tls_front", status, Some(details), SystemTime::now());
 
     loop {
         let Some(i) = inner.upgrade() else {
@@ -237,8 +227,11 @@ pub(crate) async fn refresher(
         };
         let policy = i.policy.load_full();
         drop(i);
-        let mut all_ok = policy.tls_emulation;
-        if let Some(target) = Target::from_mask(&policy.mask, policy.mask_proxy_protocol) {
+        let mut all_ok = true;
+        let target = Target::from_mask(&policy.mask, policy.mask_proxy_protocol);
+        if !policy.tls_emulation {
+            // Nothing to learn; a publish turning emulation on wakes the task.
+        } else if let Some(target) = target {
             for d in &policy.tls.allowed_domains {
                 let r = tokio::select! {
                     r = fetch(d, &target) => r,
@@ -246,14 +239,18 @@ pub(crate) async fn refresher(
                 };
                 all_ok &= record(&inner, &dir, d, &target, r).await;
             }
-        } else if policy.tls_emulation {
-            all_ok = false;
+        } else {
             tracing::info!("TLS front profiles not fetched: the mask target is not a TCP host");
         }
-        let base = if all_ok { REFRESH } else { RETRY };
+        let base = if all_ok || !policy.tls_emulation {
+            REFRESH
+        } else {
+            RETRY
+        };
         let wait = base.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = waker.notified() => {}
             _ = cancel.cancelled() => return,
         }
     }

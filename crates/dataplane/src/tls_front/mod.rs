@@ -223,6 +223,8 @@ pub(crate) fn store_profile(dir: &Path, p: &Profile) -> Result<(), StoreError> {
 pub(crate) struct Fronts {
     table: ArcSwap<FlightTable>,
     state: Mutex<FrontState>,
+    /// Wakes the refresh task early (domains or emulation changed by a config publish).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 struct FrontState {
@@ -248,7 +250,19 @@ impl Fronts {
                 fallback,
                 domains: Vec::new(),
             }),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Asks the refresh task to fetch now (a config publish changed what it fetches).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// What [`Self::wake`] notifies; held by the refresh task without keeping the data plane
+    /// alive.
+    pub(crate) fn waker(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.wake)
     }
 
     /// The table new handshakes use.
@@ -256,13 +270,16 @@ impl Fronts {
         self.table.load_full()
     }
 
-    /// Sets the domain list (config order, `tls_domain` first) and republishes.
-    pub(crate) fn set_domains(&self, domains: Vec<String>) {
+    /// Sets the domain list (config order, `tls_domain` first) and republishes; `true` when
+    /// it changed.
+    pub(crate) fn set_domains(&self, domains: Vec<String>) -> bool {
         let mut st = self.state.lock();
-        if st.domains != domains {
-            st.domains = domains;
-            self.publish(&mut st);
+        if st.domains == domains {
+            return false;
         }
+        st.domains = domains;
+        self.publish(&mut st);
+        true
     }
 
     /// Records a profile (fetched or loaded) and republishes.
