@@ -20,6 +20,9 @@ use testkit::{free_port, Daemon, HttpClient};
 const T: Duration = Duration::from_secs(10);
 const DOMAIN: &str = "example.com";
 
+#[path = "real_clients/front.rs"]
+mod front;
+
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mtproxyd"))
 }
@@ -75,22 +78,10 @@ async fn setup_with(dc_mode: DcMode) -> Setup {
     setup_in(dc_mode, dir, "", NO_EMULATION, rand::random()).await
 }
 
-/// `tls_emulation` on with a stored TLS front profile (the mask server speaks no TLS, so its
-/// fetch fails and the stored one stays in use): ee clients get nginx's extension order
-/// (supported_versions first), AES-256-GCM when offered and one 4000-byte record
-/// (docs/PROTOCOL.md §4.9).
+/// `tls_emulation` on with a stored TLS front profile ([`front::write_profile`]).
 async fn setup_emulated() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let front = dir.path().join("tlsfront");
-    std::fs::create_dir_all(&front).unwrap();
-    let profile = serde_json::json!({
-        "version": 1, "domain": DOMAIN, "origin": "127.0.0.1:443", "fetched_at_unix": 1,
-        "legacy_version": 0x0303, "selected_version": 0x0304, "cipher": 0x1302,
-        "extensions": [0x002b, 0x0033], "key_share_group": 0x001d, "alpn": null,
-        "ccs_count": 1, "records": [[23, 42], [23, 3600], [23, 300], [23, 58]],
-        "flight_total": 4000, "tail_records": 0, "connect_ms": 0, "flight_ms": 2
-    });
-    std::fs::write(front.join(format!("{DOMAIN}.json")), profile.to_string()).unwrap();
+    front::write_profile(dir.path(), DOMAIN);
     setup_in(DcMode::MtProto, dir, "", "", rand::random()).await
 }
 
@@ -303,33 +294,19 @@ async fn wait_bad_total(c: &mut HttpClient, want: u64) -> serde_json::Value {
     }
 }
 
-/// Waits until an ee handshake answers with the stored profile's shape: supported_versions
-/// before key_share and one record of 4000 ± 16 bytes. The client sends no init, so the DC
-/// sees no session.
+/// Waits until an ee handshake answers with the stored profile's shape. The client sends no
+/// init, so the DC sees no session.
 async fn wait_emulated_flight(s: &Setup) {
     let mut last = String::new();
     for _ in 0..50 {
         let opts = TlsOptions::new(DOMAIN);
-        match TestClient::connect(s.proxy, Mode::Tls(opts), s.secret, 2).await {
-            Ok(c) => {
-                let f = c.server_hello().unwrap_or_default();
-                // ServerHello record: 5 + 4 + 2 + 32 + 1 + sid + 2 + 1 + 2, then extensions.
-                let sid = usize::from(f.get(43).copied().unwrap_or(0));
-                let ext_at = 44 + sid + 5;
-                let versions_first = f.get(ext_at..ext_at + 2) == Some(&[0x00, 0x2b][..]);
-                let hello_len = f
-                    .get(3..5)
-                    .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-                let app_at = 5 + hello_len + 6;
-                let app_len = f
-                    .get(app_at + 3..app_at + 5)
-                    .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-                if versions_first && app_len.abs_diff(4000) <= 16 {
-                    return;
-                }
-                last = format!("versions_first={versions_first} app_len={app_len}");
-            }
-            Err(e) => last = e.to_string(),
+        let checked = match TestClient::connect(s.proxy, Mode::Tls(opts), s.secret, 2).await {
+            Ok(c) => front::check_flight(c.server_hello().unwrap_or_default()),
+            Err(e) => Err(e.to_string()),
+        };
+        match checked {
+            Ok(()) => return,
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
