@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the external servers the upstream integration tests run against (all bound to
 # 127.0.0.1 by the tests): microsocks (SOCKS5 + username/password), dante-server (`danted`,
-# SOCKS4/4a and SOCKS5) and shadowsocks-libev (`ss-server`, AEAD ciphers).
+# SOCKS4/4a and SOCKS5), shadowsocks-libev (`ss-server`, AEAD ciphers), and nginx-light +
+# openssl (the TLS origin of the front-emulation test, with a self-signed certificate).
 # Idempotent: does nothing when every binary is already present. Installs as root (or with
 # passwordless sudo) on a Debian/Ubuntu machine; runs `apt-get update` at most once.
 set -eu
@@ -11,9 +12,11 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have microsocks || need="$need microsocks"
 have danted || need="$need dante-server"
 have ss-server || need="$need shadowsocks-libev"
+have nginx || need="$need nginx-light"
+have openssl || need="$need openssl"
 
 if [ -z "$need" ]; then
-    echo "install-test-deps: microsocks, danted, ss-server already installed"
+    echo "install-test-deps: microsocks, danted, ss-server, nginx, openssl already installed"
     exit 0
 fi
 
@@ -45,13 +48,13 @@ $SUDO apt-get update -q || cannot "apt-get update failed"
 $SUDO apt-get install -y -q --no-install-recommends $need || cannot "apt-get install failed"
 
 # The packages ship system services; the tests start their own instances on loopback.
-for svc in danted shadowsocks-libev; do
+for svc in danted shadowsocks-libev nginx; do
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
 done
 
-for bin in microsocks danted ss-server; do
+for bin in microsocks danted ss-server nginx openssl; do
     have "$bin" || { echo "install-test-deps: $bin still missing" >&2; exit 1; }
 done
 echo "install-test-deps: done"

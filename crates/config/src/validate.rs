@@ -509,16 +509,14 @@ fn check_timeouts_and_censorship(cfg: &Config) -> Result<(), ConfigError> {
     nonzero(t.tg_connect, "timeouts.tg_connect")?;
     let c = &cfg.censorship;
     let hs_ms = t.client_handshake.saturating_mul(1000);
-    ensure(c.server_hello_delay_max_ms < hs_ms, || {
+    let (delay_min, delay_max) = c.hello_delay_override_ms().unwrap_or((0, 0));
+    ensure(delay_max < hs_ms, || {
         "censorship.server_hello_delay_max_ms must be < timeouts.client_handshake * 1000".into()
     })?;
-    ensure(
-        c.server_hello_delay_min_ms <= c.server_hello_delay_max_ms,
-        || {
-            "censorship.server_hello_delay_min_ms must be <= censorship.server_hello_delay_max_ms"
-                .into()
-        },
-    )?;
+    ensure(delay_min <= delay_max, || {
+        "censorship.server_hello_delay_min_ms must be <= censorship.server_hello_delay_max_ms"
+            .into()
+    })?;
     ensure(!c.tls_domain.trim().is_empty(), || {
         "censorship.tls_domain cannot be empty".into()
     })?;

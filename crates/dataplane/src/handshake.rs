@@ -178,6 +178,8 @@ fn now() -> Now {
 pub(crate) struct Observer<'a> {
     /// Where complete ClientHellos are fingerprinted.
     pub(crate) stats: &'a stats::Stats,
+    /// The emulated flights learned from the origins (used when `tls_emulation` is on).
+    pub(crate) flights: &'a proto::FlightTable,
 }
 
 /// Runs the handshake on `stream`; `raw` holds bytes already read (after a PROXY header).
@@ -202,7 +204,11 @@ pub(crate) async fn run(
         dcs: Some(policy.dc.accepted()),
         obfs_replay: &policy.replay.obfs,
         tls_replay: &policy.replay.tls,
-        fake_cert_len: policy.fake_cert_len,
+        flights: if policy.tls_emulation {
+            observer.flights
+        } else {
+            &policy.legacy_flights
+        },
         hello_delay_ms: policy.hello_delay_ms,
         hint: hints.get(peer_ip, policy.generation),
     };

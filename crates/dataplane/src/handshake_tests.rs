@@ -30,7 +30,18 @@ fn policy(delay_ms: u64) -> Policy {
 }
 
 fn observer(stats: &stats::Stats) -> Observer<'_> {
-    Observer { stats }
+    // Leaked once per test: the table must outlive the borrowed observer.
+    let flights = Box::leak(Box::new(proto::FlightTable {
+        plans: Vec::new(),
+        fallback: proto::FlightPlan {
+            cipher: proto::DEFAULT_CIPHER,
+            versions_first: true,
+            app_data_len: 2048,
+            jitter: 0,
+            delay_ms: (0, 0),
+        },
+    }));
+    Observer { stats, flights }
 }
 
 async fn pair() -> (TcpStream, TcpStream, SocketAddr) {

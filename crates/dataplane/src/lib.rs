@@ -38,6 +38,7 @@ mod ratelimit;
 mod relay;
 mod rng;
 mod session;
+mod tls_front;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -152,12 +153,17 @@ pub(crate) struct Inner {
     cancel: CancellationToken,
     live: Live,
     listeners: listener::Listeners,
+    /// TLS front profiles and the emulated flights (docs/PROTOCOL.md §4.9).
+    fronts: tls_front::Fronts,
 }
 
 impl Inner {
     fn new(cfg: &Config, stats: Arc<Stats>, listeners: listener::Listeners) -> Self {
         let Rebuilt { policy, .. } = Policy::build(cfg, None, 1);
+        let fronts = tls_front::Fronts::new();
+        fronts.set_domains(policy.tls.allowed_domains.clone());
         Self {
+            fronts,
             upstreams: Arc::new(Upstreams::new(cfg, Arc::clone(&stats))),
             stats,
             policy: ArcSwap::from_pointee(policy),
@@ -209,8 +215,13 @@ impl Inner {
             removed,
         } = Policy::build(cfg, Some(&prev), prev.generation + 1);
         let policy = Arc::new(policy);
+        let domains_changed = self.fronts.set_domains(policy.tls.allowed_domains.clone());
         // The old policy holds a reference to every user: free it off the write path.
         self.retirer.retire(self.policy.swap(Arc::clone(&policy)));
+        // After the swap: the refresh task reads what it fetches from the published policy.
+        if domains_changed || prev.tls_emulation != policy.tls_emulation {
+            self.fronts.wake();
+        }
         self.upstreams.apply(cfg);
         self.reconcile_listeners(cfg);
         for user in to_close {
@@ -333,6 +344,12 @@ impl Dataplane {
                 Arc::clone(&counters),
                 opts.state_flush_interval
                     .unwrap_or(Duration::from_secs(cfg.general.quota_state_flush_secs)),
+                inner.cancel.child_token(),
+            )),
+            rt.spawn(tls_front::fetch::refresher(
+                Arc::downgrade(&inner),
+                Arc::clone(&startup),
+                tls_front::front_dir(&snap.path, &cfg.censorship.tls_front_dir),
                 inner.cancel.child_token(),
             )),
         ];

@@ -15,8 +15,8 @@ use std::time::Duration;
 use config::{Config, IpPolicyMode};
 use ipnet::IpNet;
 use proto::{
-    ShardedReplayCache, TagSet, TlsPolicy, Transport, UserKey, UserTable, OBFS_REPLAY_KEY_LEN,
-    TLS_REPLAY_KEY_LEN,
+    FlightPlan, FlightTable, ShardedReplayCache, TagSet, TlsPolicy, Transport, UserKey, UserTable,
+    OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN,
 };
 use stats::UniqueIpMode;
 use tokio::sync::watch;
@@ -190,8 +190,14 @@ pub(crate) struct Policy {
     pub(crate) replay: Arc<ReplayCaches>,
     pub(crate) mask: MaskTarget,
     pub(crate) mask_proxy_protocol: u8,
-    pub(crate) fake_cert_len: usize,
-    pub(crate) hello_delay_ms: (u64, u64),
+    /// `censorship.tls_emulation`: flights follow the learned origin (docs/PROTOCOL.md §4.9).
+    pub(crate) tls_emulation: bool,
+    /// The flight when emulation is off: `fake_cert_len` random bytes, 13 01.
+    pub(crate) legacy_flights: FlightTable,
+    /// `censorship.tls_record_shaping`: small records first to ee clients.
+    pub(crate) tls_record_shaping: bool,
+    /// `server_hello_delay_*` when set.
+    pub(crate) hello_delay_ms: Option<(u64, u64)>,
     pub(crate) client_handshake: Duration,
     pub(crate) accept_permit_timeout: Duration,
     pub(crate) idle: IdlePolicy,
@@ -393,11 +399,19 @@ impl Policy {
             replay,
             mask,
             mask_proxy_protocol: c.mask_proxy_protocol,
-            fake_cert_len: c.fake_cert_len.clamp(64, 16384),
-            hello_delay_ms: (
-                c.server_hello_delay_min_ms,
-                c.server_hello_delay_max_ms.max(c.server_hello_delay_min_ms),
-            ),
+            tls_emulation: c.tls_emulation,
+            tls_record_shaping: c.tls_record_shaping,
+            legacy_flights: FlightTable {
+                plans: Vec::new(),
+                fallback: FlightPlan {
+                    cipher: proto::DEFAULT_CIPHER,
+                    versions_first: false,
+                    app_data_len: c.fake_cert_len.clamp(64, 16384),
+                    jitter: 0,
+                    delay_ms: (8, 24),
+                },
+            },
+            hello_delay_ms: c.hello_delay_override_ms().map(|(lo, hi)| (lo, hi.max(lo))),
             client_handshake: Duration::from_secs(t.client_handshake.max(1)),
             accept_permit_timeout: Duration::from_millis(cfg.server.accept_permit_timeout_ms),
             idle: IdlePolicy {

@@ -128,8 +128,10 @@ pub(crate) async fn handle(
 
     let mut cut = inner.cut.subscribe();
     let deadline = tokio::time::Instant::now() + policy.client_handshake;
+    let flights = inner.fronts.flights();
     let observer = handshake::Observer {
         stats: &inner.stats,
+        flights: &flights,
     };
     let hs = handshake::run(
         &stream,
@@ -217,6 +219,7 @@ pub(crate) async fn handle(
         user_stats: admitted.session.stats(),
         idle: policy.idle,
         throttle: &throttle,
+        shaping: policy.tls_record_shaping,
     }
     .run_on(link.stream);
     drop(policy);

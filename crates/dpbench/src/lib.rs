@@ -108,6 +108,9 @@ pub struct Options {
     /// Another mtproxyd binary measured beside the candidate in the throughput scenario
     /// (each line back to back, plus a candidate / baseline ratio line).
     pub baseline: Option<std::path::PathBuf>,
+    /// Extra `[censorship]` lines of the baseline's config: the same binary with one knob
+    /// flipped measures that knob's cost in one run.
+    pub baseline_censorship: String,
 }
 
 impl Default for Options {
@@ -125,6 +128,7 @@ impl Default for Options {
             modes: BenchMode::ALL.to_vec(),
             build: true,
             baseline: None,
+            baseline_censorship: String::new(),
         }
     }
 }
@@ -198,8 +202,9 @@ async fn proxies(o: &Options, dcs: &Dcs) -> Result<(ProxyHandle, Option<ProxyHan
         }
         proxy::build_binary()?;
     }
-    let one = proxy::spawn(&bin, 1, dcs.sink.addr(), dcs.echo.addr()).await?;
-    let many = proxy::spawn(&bin, o.users, dcs.sink.addr(), dcs.echo.addr()).await?;
+    let dc = (dcs.sink.addr(), dcs.echo.addr());
+    let one = proxy::spawn(&bin, 1, dc, "").await?;
+    let many = proxy::spawn(&bin, o.users, dc, "").await?;
     Ok((one, Some(many)))
 }
 
@@ -249,7 +254,14 @@ pub async fn run(o: &Options) -> Report {
     }
     if matches!(o.scenario, Scenario::Throughput | Scenario::All) {
         let baseline = match &o.baseline {
-            Some(bin) => match proxy::spawn(bin, 1, dcs.sink.addr(), dcs.echo.addr()).await {
+            Some(bin) => match proxy::spawn(
+                bin,
+                1,
+                (dcs.sink.addr(), dcs.echo.addr()),
+                &o.baseline_censorship,
+            )
+            .await
+            {
                 Ok(p) => Some(p),
                 Err(e) => {
                     rep.err("baseline proxy", e);
@@ -487,8 +499,8 @@ async fn rate_limits(dcs: &Dcs, o: &Options, rep: &mut Report) {
         }
     };
     let (sink, echo) = (dcs.sink.addr(), dcs.echo.addr());
-    let plain = proxy::spawn(&bin, 1, sink, echo).await;
-    let limited = proxy::spawn_with(&bin, 1, sink, echo, cap_all(1_000_000_000_000)).await;
+    let plain = proxy::spawn(&bin, 1, (sink, echo), "").await;
+    let limited = proxy::spawn_with(&bin, 1, (sink, echo), "", cap_all(1_000_000_000_000)).await;
     let (plain, limited) = match (plain, limited) {
         (Ok(a), Ok(b)) => (a, b),
         (a, b) => {
@@ -538,7 +550,7 @@ async fn rate_limits(dcs: &Dcs, o: &Options, rep: &mut Report) {
                "echo_cpu_per_gb": r(cpu[1][1], cpu[0][1])}),
     );
     drop((plain, limited));
-    let capped = match proxy::spawn_with(&bin, 1, sink, echo, cap_all(CAPPED_BPS)).await {
+    let capped = match proxy::spawn_with(&bin, 1, (sink, echo), "", cap_all(CAPPED_BPS)).await {
         Ok(p) => p,
         Err(e) => {
             rep.err("ratelimit capped proxy", e);

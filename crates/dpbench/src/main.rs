@@ -11,7 +11,9 @@ const USAGE: &str = "usage: dpbench <ceiling|throughput|handshakes|idle|ratelimi
                                           DC 1 -> sink, DC 2 -> echo)
   --users N (10000)  --mib N (128)  --handshakes N (2000)  --concurrency N (16)  --idle N (2000)
   --modes classic,secure,tls               --no-build (do not build a missing mtproxyd)
-  --baseline BIN                           also measure BIN's relay throughput and CPU/GB, with ratios";
+  --baseline BIN                           also measure BIN's relay throughput and CPU/GB, with ratios
+  --baseline-censorship LINES              extra [censorship] lines of the baseline's config
+                                          (e.g. \"tls_record_shaping = false\" with BIN = the candidate)";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
@@ -47,6 +49,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--no-build" => o.build = false,
             "--baseline" => o.baseline = Some(val()?.into()),
+            "--baseline-censorship" => o.baseline_censorship = val()?.replace("\\n", "\n"),
             // `cargo bench` passes this to harness=false targets.
             "--bench" => {}
             s if !s.starts_with('-') && scenario.is_none() => {

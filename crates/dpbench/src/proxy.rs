@@ -85,14 +85,15 @@ pub fn build_binary() -> Result<(), String> {
 }
 
 /// Renders a telemt-compatible config: all modes on, direct mode (no middle proxy), `users`
-/// generated users, DC 1 → `sink`, DC 2 → `echo` (and their media variants), then `extra`
-/// (whole tables, e.g. `[access.user_rate_limits]`).
+/// generated users, DC 1 → `sink`, DC 2 → `echo` (and their media variants); `censorship`
+/// holds extra lines of that section (e.g. one knob flipped for a baseline) and `extra` whole
+/// tables appended at the end (e.g. `[access.user_rate_limits]`).
 pub fn render_config(
     port: u16,
     api_port: u16,
     secrets: &[[u8; 16]],
-    sink: SocketAddr,
-    echo: SocketAddr,
+    (sink, echo): (SocketAddr, SocketAddr),
+    censorship: &str,
     extra: &str,
 ) -> String {
     let mut s = String::with_capacity(64 * secrets.len() + 1024);
@@ -112,7 +113,7 @@ pub fn render_config(
     );
     let _ = writeln!(
         s,
-        "[censorship]\ntls_domain = \"example.com\"\nmask = false\n"
+        "[censorship]\ntls_domain = \"example.com\"\nmask = false\n{censorship}\n"
     );
     let _ = writeln!(s, "[access.users]");
     for (i, sec) in secrets.iter().enumerate() {
@@ -126,22 +127,23 @@ pub fn render_config(
     s
 }
 
-/// Spawns the binary on a generated config with `users` users and waits for its API.
+/// Spawns the binary on a generated config with `users` users (and extra `censorship`
+/// lines) and waits for its API.
 pub async fn spawn(
     binary: &Path,
     users: usize,
-    sink: SocketAddr,
-    echo: SocketAddr,
+    (sink, echo): (SocketAddr, SocketAddr),
+    censorship: &str,
 ) -> Result<ProxyHandle, String> {
-    spawn_with(binary, users, sink, echo, |_| String::new()).await
+    spawn_with(binary, users, (sink, echo), censorship, |_| String::new()).await
 }
 
 /// [`spawn`] with extra config tables rendered from the generated usernames (`user00000`...).
 pub async fn spawn_with(
     binary: &Path,
     users: usize,
-    sink: SocketAddr,
-    echo: SocketAddr,
+    (sink, echo): (SocketAddr, SocketAddr),
+    censorship: &str,
     extra: impl Fn(usize) -> String,
 ) -> Result<ProxyHandle, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
@@ -152,7 +154,8 @@ pub async fn spawn_with(
         let port = testkit::free_port();
         let api_port = testkit::free_port();
         let cfg = dir.path().join("config.toml");
-        let text = render_config(port, api_port, &secrets, sink, echo, &extra(secrets.len()));
+        let extra = extra(secrets.len());
+        let text = render_config(port, api_port, &secrets, (sink, echo), censorship, &extra);
         std::fs::write(&cfg, text).map_err(|e| format!("write config: {e}"))?;
         let cfg_s = cfg.to_string_lossy().into_owned();
         let mut daemon = Daemon::spawn(
@@ -235,7 +238,7 @@ mod tests {
         let secrets = [[1u8; 16], [2u8; 16]];
         let sink: SocketAddr = "127.0.0.1:1111".parse().unwrap();
         let echo: SocketAddr = "127.0.0.1:2222".parse().unwrap();
-        let c = render_config(10, 11, &secrets, sink, echo, "");
+        let c = render_config(10, 11, &secrets, (sink, echo), "", "");
         assert!(c.contains("user00001 = \"02020202020202020202020202020202\""));
         assert!(c.contains("\"1\" = \"127.0.0.1:1111\""));
         assert!(c.contains("\"-2\" = \"127.0.0.1:2222\""));

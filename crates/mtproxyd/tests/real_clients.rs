@@ -20,6 +20,9 @@ use testkit::{free_port, Daemon, HttpClient};
 const T: Duration = Duration::from_secs(10);
 const DOMAIN: &str = "example.com";
 
+#[path = "real_clients/front.rs"]
+mod front;
+
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mtproxyd"))
 }
@@ -41,6 +44,7 @@ fn config(
     dc: SocketAddr,
     mask: SocketAddr,
     general: &str,
+    censorship: &str,
 ) -> String {
     let mut overrides = String::new();
     for i in 1..=5 {
@@ -53,7 +57,7 @@ fn config(
          [server.api]\nenabled = true\nlisten = \"127.0.0.1:{api}\"\nwhitelist = [\"127.0.0.1/32\"]\n\
          runtime_edge_enabled = true\nruntime_edge_cache_ttl_ms = 0\n\n\
          [censorship]\ntls_domain = \"{DOMAIN}\"\nmask = true\nmask_host = \"{}\"\nmask_port = {}\n\
-         unknown_sni_action = \"mask\"\n\n\
+         unknown_sni_action = \"mask\"\n{censorship}\n\
          [access.users]\nalice = \"{}\"\n\n[dc_overrides]\n{overrides}",
         mask.ip(),
         mask.port(),
@@ -65,9 +69,20 @@ async fn setup() -> Setup {
     setup_with(DcMode::MtProto).await
 }
 
+/// The TLS front profile fetch would be one more connection to the recording mask server:
+/// off here, on in [`setup_emulated`].
+const NO_EMULATION: &str = "tls_emulation = false\n";
+
 async fn setup_with(dc_mode: DcMode) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    setup_in(dc_mode, dir, "", rand::random()).await
+    setup_in(dc_mode, dir, "", NO_EMULATION, rand::random()).await
+}
+
+/// `tls_emulation` on with a stored TLS front profile ([`front::write_profile`]).
+async fn setup_emulated() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    front::write_profile(dir.path(), DOMAIN);
+    setup_in(DcMode::MtProto, dir, "", "", rand::random()).await
 }
 
 /// Starts the daemon in `dir` with extra `[general]` lines and alice's `secret`.
@@ -75,6 +90,7 @@ async fn setup_in(
     dc_mode: DcMode,
     dir: tempfile::TempDir,
     general: &str,
+    censorship: &str,
     secret: [u8; 16],
 ) -> Setup {
     let bin = binary();
@@ -84,7 +100,15 @@ async fn setup_in(
     for _ in 0..3 {
         let (port, api) = (free_port(), free_port());
         let cfg = dir.path().join("config.toml");
-        let text = config(port, api, &secret, dc.addr(), mask.addr(), general);
+        let text = config(
+            port,
+            api,
+            &secret,
+            dc.addr(),
+            mask.addr(),
+            general,
+            censorship,
+        );
         std::fs::write(&cfg, text).unwrap();
         let cfg_s = cfg.to_string_lossy().into_owned();
         let mut daemon = Daemon::spawn(
@@ -270,6 +294,28 @@ async fn wait_bad_total(c: &mut HttpClient, want: u64) -> serde_json::Value {
     }
 }
 
+/// Waits until an ee handshake answers with the stored profile's shape. The client sends no
+/// init, so the DC sees no session.
+async fn wait_emulated_flight(s: &Setup) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        let opts = TlsOptions::new(DOMAIN);
+        let checked = match TestClient::connect(s.proxy, Mode::Tls(opts), s.secret, 2).await {
+            Ok(c) => front::check_flight(c.server_hello().unwrap_or_default()),
+            Err(e) => Err(e.to_string()),
+        };
+        match checked {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "stored TLS front profile not in use: {last}\n{}",
+        s.daemon.logs()
+    );
+}
+
 #[tokio::test]
 async fn real_client_libraries_reach_the_dc() {
     if !testkit::py::has_modules(&["telethon", "pyrogram"]).await {
@@ -279,7 +325,8 @@ async fn real_client_libraries_reach_the_dc() {
         );
         return;
     }
-    let s = setup().await;
+    let s = setup_emulated().await;
+    wait_emulated_flight(&s).await;
     let hex_secret = hex::encode(s.secret);
     let ee = format!("ee{hex_secret}{}", hex::encode(DOMAIN));
     let dd = format!("dd{hex_secret}");
@@ -484,7 +531,7 @@ async fn quota_state_migrates_and_survives_sigkill() {
     std::fs::create_dir(dir.path().join("state")).unwrap();
     let secret: [u8; 16] = rand::random();
     let path = dir.path().to_path_buf();
-    let mut s = setup_in(DcMode::Echo, dir, general, secret).await;
+    let mut s = setup_in(DcMode::Echo, dir, general, NO_EMULATION, secret).await;
     let state = path.join("state/quota.json");
     assert!(state.exists(), "migrated file written\n{}", s.daemon.logs());
     assert!(!legacy.exists() && path.join("config.toml.stats.json.migrated").exists());

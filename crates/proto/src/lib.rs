@@ -58,17 +58,27 @@ pub use server_handshake::{
 };
 pub use tls::client::{build_client_hello, ClientHelloError, ClientHelloParams};
 pub use tls::deframe::{Deframed, Deframer};
+pub use tls::emulate::{FlightPlan, FlightTable};
+
+/// The X25519 public key of `scalar` (a genuine curve point for key shares).
+pub fn x25519_public(scalar: [u8; 32]) -> [u8; 32] {
+    x25519_dalek::x25519(scalar, x25519_dalek::X25519_BASEPOINT_BYTES)
+}
 pub use tls::fingerprint::{fingerprint as tls_fingerprint, FingerprintError, TlsFingerprint};
 pub use tls::hello::{
     parse_client_hello, Alpn, ClientHelloInfo, FakeTlsHello, HelloError, TimeWindow, TlsPolicy,
     UnknownSniAction,
+};
+pub use tls::origin::{
+    build_probe_hello, FlightParser, FlightProgress, FlightShape, OriginError, ProbeParams,
+    RecordShape, ServerHelloShape,
 };
 pub use tls::record::{
     app_data_header, write_app_data, Record, RecordError, RecordHeader, RecordKind, TlsRecordReader,
 };
 pub use tls::server_hello::{
     build_server_hello, verify_server_hello, write_server_hello, ServerHelloError,
-    ServerHelloParams,
+    ServerHelloParams, DEFAULT_CIPHER,
 };
 pub use tls::{detect as detect_tls, Detection, ALERT_UNRECOGNIZED_NAME};
 pub use users::{

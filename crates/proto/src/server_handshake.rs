@@ -30,6 +30,7 @@ use crate::obfs2::{starts_forbidden, ObfuscatedInit, ProtoTag, RandomSource, Tag
 use crate::reject::{Disposition, RejectReason};
 use crate::replay::{ReplayVerdict, ShardedReplayCache, OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN};
 use crate::tls::deframe::Deframer;
+use crate::tls::emulate::FlightTable;
 use crate::tls::hello::{FakeTlsHello, HelloError, TlsPolicy};
 use crate::tls::server_hello::{write_server_hello, ServerHelloParams};
 use crate::tls::{detect, Detection, RECORD_HEADER_LEN};
@@ -61,10 +62,11 @@ pub struct HandshakeContext<'a> {
     pub obfs_replay: &'a ShardedReplayCache<OBFS_REPLAY_KEY_LEN>,
     /// Fake-TLS replay cache (`D[0..16]`).
     pub tls_replay: &'a ShardedReplayCache<TLS_REPLAY_KEY_LEN>,
-    /// Length of the random application-data record after the ServerHello (64..=16384).
-    pub fake_cert_len: usize,
-    /// ServerHello delay range in milliseconds (uniform in `lo..=hi`).
-    pub hello_delay_ms: (u64, u64),
+    /// How the flight looks per SNI (suite, extension order, record length, delay; §4.9).
+    pub flights: &'a FlightTable,
+    /// ServerHello delay range in milliseconds (uniform in `lo..=hi`) overriding the
+    /// plan's (`server_hello_delay_*` set in the config).
+    pub hello_delay_ms: Option<(u64, u64)>,
     /// User to try first (the client IP's last matched user).
     pub hint: Option<usize>,
 }
@@ -445,7 +447,10 @@ impl<'a> ServerHandshake<'a> {
         let mut scalar = [0u8; 32];
         rng.fill_bytes(&mut scalar);
         let key_share = x25519_dalek::x25519(scalar, x25519_dalek::X25519_BASEPOINT_BYTES);
-        let mut flight = vec![0u8; ctx.fake_cert_len];
+        let plan = ctx.flights.plan(hello.sni.as_deref());
+        let mut draw = [0u8; 8];
+        rng.fill_bytes(&mut draw);
+        let mut flight = vec![0u8; plan.flight_len(u64::from_le_bytes(draw))];
         rng.fill_bytes(&mut flight);
         let params = ServerHelloParams {
             client_digest: &hello.digest,
@@ -453,6 +458,8 @@ impl<'a> ServerHandshake<'a> {
             key_share: &key_share,
             fake_flight: &flight,
             alpn: hello.alpn,
+            cipher: plan.cipher_for(hello.tls13_suites),
+            versions_first: plan.versions_first,
         };
         let mut bytes = Vec::new();
         // Inputs are bounded by construction (session id ≤ 32 from the parser, the caller
@@ -464,7 +471,7 @@ impl<'a> ServerHandshake<'a> {
                 "tls_server_hello",
             );
         }
-        let delay = delay_between(rng, ctx.hello_delay_ms);
+        let delay = delay_between(rng, ctx.hello_delay_ms.unwrap_or(plan.delay_ms));
         self.buf.drain(..end);
         self.state = State::Sent {
             user: hello.user_index,

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::obfs2::{build_client_init, SealedInit, Transport};
 use crate::tls::client::{build_client_hello, ClientHelloParams};
+use crate::tls::emulate::FlightPlan;
 use crate::tls::hello::UnknownSniAction;
 use crate::tls::record::write_app_data;
 use crate::tls::server_hello::verify_server_hello;
@@ -44,6 +45,7 @@ struct Env {
     classic: bool,
     secure: bool,
     delay: (u64, u64),
+    flights: FlightTable,
     now: Now,
 }
 
@@ -64,6 +66,16 @@ impl Env {
             classic: true,
             secure: true,
             delay: (0, 0),
+            flights: FlightTable {
+                plans: Vec::new(),
+                fallback: FlightPlan {
+                    cipher: 0x1301,
+                    versions_first: false,
+                    app_data_len: 2048,
+                    jitter: 0,
+                    delay_ms: (0, 0),
+                },
+            },
             now: Now {
                 unix_secs: NOW,
                 mono: Instant::now(),
@@ -82,8 +94,8 @@ impl Env {
             dcs: Some(&self.dcs),
             obfs_replay: &self.obfs,
             tls_replay: &self.tlsr,
-            fake_cert_len: 2048,
-            hello_delay_ms: self.delay,
+            flights: &self.flights,
+            hello_delay_ms: Some(self.delay),
             hint: None,
         }
     }

@@ -74,6 +74,8 @@ fn fake_tls_then_inner_obfs2_then_padded_frames() {
             key_share: &[8; 32],
             fake_flight: &flight,
             alpn: v.alpn,
+            cipher: proto::tls::server_hello::DEFAULT_CIPHER,
+            versions_first: false,
         },
     )
     .expect("response");

@@ -286,8 +286,13 @@ pub struct Censorship {
     pub fake_cert_len: usize,
     pub tls_emulation: bool,
     pub tls_front_dir: String,
-    pub server_hello_delay_min_ms: u64,
-    pub server_hello_delay_max_ms: u64,
+    /// Records to ee clients sized like a web server's: 1369-byte payloads for the first 512 KiB
+    /// and after a second of silence, then 16 KiB (docs/DECISIONS.md #40).
+    pub tls_record_shaping: bool,
+    /// Unset (both): answer as fast as the learned origin did (docs/PROTOCOL.md §4.9). Set:
+    /// a fixed uniform range overriding it; a missing bound takes 8 / 24 ms.
+    pub server_hello_delay_min_ms: Option<u64>,
+    pub server_hello_delay_max_ms: Option<u64>,
     pub tls_new_session_tickets: u8,
     pub tls_full_cert_ttl_secs: u64,
     pub alpn_enforce: bool,
@@ -309,8 +314,9 @@ impl Default for Censorship {
             fake_cert_len: 2048,
             tls_emulation: true,
             tls_front_dir: "tlsfront".into(),
-            server_hello_delay_min_ms: 8,
-            server_hello_delay_max_ms: 24,
+            tls_record_shaping: true,
+            server_hello_delay_min_ms: None,
+            server_hello_delay_max_ms: None,
             tls_new_session_tickets: 0,
             tls_full_cert_ttl_secs: 90,
             alpn_enforce: true,
@@ -320,6 +326,17 @@ impl Default for Censorship {
 }
 
 impl Censorship {
+    /// The `server_hello_delay_*` range when either bound is set.
+    pub fn hello_delay_override_ms(&self) -> Option<(u64, u64)> {
+        if self.server_hello_delay_min_ms.is_none() && self.server_hello_delay_max_ms.is_none() {
+            return None;
+        }
+        Some((
+            self.server_hello_delay_min_ms.unwrap_or(8),
+            self.server_hello_delay_max_ms.unwrap_or(24),
+        ))
+    }
+
     /// `tls_domain` followed by the extra `tls_domains` (what TLS links are generated for).
     pub fn all_tls_domains(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.tls_domain.as_str()).chain(self.tls_domains.iter().map(String::as_str))

@@ -45,6 +45,8 @@ pub(crate) struct DirectRelay<'a> {
     pub(crate) user_stats: &'a UserStats,
     pub(crate) idle: IdlePolicy,
     pub(crate) throttle: &'a crate::ratelimit::Throttle,
+    /// Small records first to ee clients (`censorship.tls_record_shaping`).
+    pub(crate) shaping: bool,
 }
 
 impl DirectRelay<'_> {
@@ -74,13 +76,14 @@ impl DirectRelay<'_> {
             user_stats,
             idle,
             throttle,
+            shaping,
         } = self;
         let meter = Meter {
             user,
             stats: user_stats,
             throttle,
         };
-        let client_out = ClientOut::new(deframer.is_some());
+        let client_out = ClientOut::new(deframer.is_some(), shaping);
         let CipherPair {
             decrypt: client_dec,
             encrypt: client_enc,
@@ -154,13 +157,14 @@ async fn downstream<R: OutboundRead>(
     mut dc: R,
     client: &TcpStream,
     mut ciphers: Option<(&mut AesCtr, &mut AesCtr)>,
-    client_out: ClientOut,
+    mut client_out: ClientOut,
     meter: Meter<'_>,
     activity: &Activity,
 ) -> Result<(), RelayEnd> {
     let mut buf = client_out.buffer();
     loop {
         out::ready(&mut dc).await?;
+        client_out.begin();
         let b = buf.get();
         // The read targets are rebuilt on every poll rather than kept across the await, so
         // they add nothing to the session future.

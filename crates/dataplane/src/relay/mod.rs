@@ -47,6 +47,15 @@ const TLS_HEADER: usize = 5;
 const TLS_RECORD_WIRE: usize = TLS_HEADER + TLS_RECORD_MAX;
 /// Records per downstream write to a fake-TLS client at most (the same 256 KiB of payload).
 const TLS_RECORDS_MAX: usize = BUF_MAX / TLS_RECORD_MAX;
+/// Record payload while ramping up: one record per TCP segment of a 1500-byte path
+/// (1369 = nginx's `ssl_dyn_rec_size_lo`), what a web server shaping for latency sends first.
+const TLS_RECORD_SMALL: usize = 1369;
+/// Payload sent in small records at the start and after an idle pause, before full 16 KiB
+/// records (docs/DECISIONS.md #40).
+const TLS_SMALL_BUDGET: usize = 512 * 1024;
+/// Downstream silence after which the ramp starts again (the congestion window a server
+/// sizes for has decayed by then).
+const TLS_RAMP_IDLE: Duration = Duration::from_secs(1);
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -206,31 +215,62 @@ impl ClientIn {
 /// records per write. A vectored read places the payload straight into the record bodies, so
 /// a bulk write carries up to 16 records with one read and one write syscall.
 ///
+/// With shaping on, records are sized like a web server's dynamic record sizing: 1369-byte
+/// payloads for the first 512 KiB and again after a second of downstream silence, then 16 KiB
+/// (docs/PROTOCOL.md §4.6, docs/DECISIONS.md #40). The record size is fixed from
+/// [`Self::begin`] to [`Self::seal`], so one read's layout never changes midway.
+///
 /// ```text
 ///  buffer: [17 03 03 LL LL][payload 16 KiB][17 03 03 LL LL][payload 16 KiB]..[hdr][tail]   (ee)
+///          [17 03 03 05 59][payload 1369]..                              (ee, ramping up)
 ///          [payload ≤ 256 KiB]                                                    (others)
 /// ```
-#[derive(Clone, Copy)]
 pub(crate) struct ClientOut {
     tls: bool,
+    ramp: Option<Ramp>,
+}
+
+/// Small-record budget left and when the last write happened.
+struct Ramp {
+    small_left: usize,
+    last_write: Option<Instant>,
 }
 
 /// Read targets of one downstream read: at most one per record of the largest buffer.
 pub(crate) type ReadSlices<'a> = [IoSliceMut<'a>; TLS_RECORDS_MAX];
 
 impl ClientOut {
-    pub(crate) fn new(tls: bool) -> Self {
-        Self { tls }
+    /// `tls`: ee client; `shaping`: small records first (`censorship.tls_record_shaping`).
+    pub(crate) fn new(tls: bool, shaping: bool) -> Self {
+        let ramp = (tls && shaping).then_some(Ramp {
+            small_left: TLS_SMALL_BUDGET,
+            last_write: None,
+        });
+        Self { tls, ramp }
     }
 
-    /// Wire bytes per full record, or `None` for a plain byte stream.
+    /// Wire bytes per record of the current read, or `None` for a plain byte stream.
     fn record(&self) -> Option<usize> {
-        self.tls.then_some(TLS_RECORD_WIRE)
+        match &self.ramp {
+            _ if !self.tls => None,
+            Some(r) if r.small_left > 0 => Some(TLS_HEADER + TLS_RECORD_SMALL),
+            _ => Some(TLS_RECORD_WIRE),
+        }
+    }
+
+    /// Called once data is ready to be read for the client: restarts the small-record ramp
+    /// after an idle pause.
+    pub(crate) fn begin(&mut self) {
+        if let Some(r) = self.ramp.as_mut() {
+            if r.small_left == 0 && r.last_write.is_some_and(|t| t.elapsed() >= TLS_RAMP_IDLE) {
+                r.small_left = TLS_SMALL_BUDGET;
+            }
+        }
     }
 
     /// A direction buffer for this client (whole records once it grows).
     pub(crate) fn buffer(&self) -> ChunkBuf {
-        match self.record() {
+        match self.tls.then_some(TLS_RECORD_WIRE) {
             Some(unit) => ChunkBuf {
                 buf: Vec::new(),
                 first: TLS_HEADER + BUF_INITIAL,
@@ -277,11 +317,16 @@ impl ClientOut {
     }
 
     /// Writes the record headers for `n` payload bytes laid out by [`Self::read_slices`];
-    /// returns how many bytes of `buf` go on the wire.
-    pub(crate) fn seal(&self, buf: &mut [u8], n: usize) -> usize {
+    /// returns how many bytes of `buf` go on the wire. Ends the read: the next one may use
+    /// another record size.
+    pub(crate) fn seal(&mut self, buf: &mut [u8], n: usize) -> usize {
         let Some(unit) = self.record() else {
             return n;
         };
+        if let Some(r) = self.ramp.as_mut() {
+            r.small_left = r.small_left.saturating_sub(n);
+            r.last_write = Some(Instant::now());
+        }
         let mut left = n;
         let mut wire = 0;
         for rec in buf.chunks_mut(unit) {
@@ -362,7 +407,7 @@ mod tests {
         assert_eq!(grow_to_max(&mut b), [4096, 16384, 65536, 262144]);
         // ee: whole records once past the first small buffer.
         let w = TLS_RECORD_WIRE;
-        let mut b = ClientOut::new(true).buffer();
+        let mut b = ClientOut::new(true, false).buffer();
         assert_eq!(grow_to_max(&mut b), [5 + 4096, 2 * w, 8 * w, 16 * w]);
     }
 
@@ -379,7 +424,7 @@ mod tests {
 
     #[test]
     fn tls_records_wrap_a_vectored_read() {
-        let out = ClientOut::new(true);
+        let mut out = ClientOut::new(true, false);
         let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         let mut buf = vec![0u8; 8 * TLS_RECORD_WIRE];
         let n = {
@@ -412,7 +457,7 @@ mod tests {
 
     #[test]
     fn plain_clients_get_the_bytes_as_read() {
-        let out = ClientOut::new(false);
+        let mut out = ClientOut::new(false, true);
         let mut buf = vec![0u8; 1000];
         let (slices, count) = out.read_slices(&mut buf);
         assert_eq!((count, slices[0].len()), (1, 1000));
@@ -423,5 +468,54 @@ mod tests {
         });
         assert_eq!(calls, 1);
         assert_eq!(out.seal(&mut buf, 7), 7);
+    }
+
+    /// Sizes of the records one sealed read of `n` bytes produces.
+    fn sealed_sizes(out: &mut ClientOut, buf: &mut [u8], n: usize) -> Vec<usize> {
+        let data = vec![0x5au8; n];
+        let got = {
+            let (mut slices, count) = out.read_slices(buf);
+            fill(&mut slices[..count], &data)
+        };
+        let wire = out.seal(buf, got);
+        let mut sizes = Vec::new();
+        let mut rest = &buf[..wire];
+        while rest.len() >= TLS_HEADER {
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            sizes.push(len);
+            rest = &rest[TLS_HEADER + len..];
+        }
+        sizes
+    }
+
+    #[test]
+    fn shaping_sends_small_records_first_then_full_ones_and_again_after_idle() {
+        let mut out = ClientOut::new(true, true);
+        let mut buf = vec![0u8; 16 * TLS_RECORD_WIRE];
+        let mut moved = 0;
+        while moved < TLS_SMALL_BUDGET {
+            out.begin();
+            let sizes = sealed_sizes(&mut out, &mut buf, 100_000);
+            assert!(sizes.iter().all(|&s| s <= TLS_RECORD_SMALL), "{sizes:?}");
+            moved += sizes.iter().sum::<usize>();
+        }
+        out.begin();
+        let sizes = sealed_sizes(&mut out, &mut buf, 100_000);
+        assert!(
+            sizes[..sizes.len() - 1]
+                .iter()
+                .all(|&s| s == TLS_RECORD_MAX),
+            "{sizes:?}"
+        );
+        // A pause restarts the ramp.
+        if let Some(r) = out.ramp.as_mut() {
+            r.last_write = Instant::now().checked_sub(TLS_RAMP_IDLE);
+        }
+        out.begin();
+        let sizes = sealed_sizes(&mut out, &mut buf, 10_000);
+        assert_eq!(sizes[0], TLS_RECORD_SMALL);
+        // Without shaping: full records from the first byte.
+        let mut plain = ClientOut::new(true, false);
+        assert_eq!(sealed_sizes(&mut plain, &mut buf, 20_000), [16384, 3616]);
     }
 }

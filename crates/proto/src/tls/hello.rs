@@ -224,6 +224,16 @@ pub struct ClientHelloInfo<'a> {
     pub alpn_h2: bool,
     /// The client offered `http/1.1`.
     pub alpn_http11: bool,
+    /// TLS 1.3 suites offered: bit `k` set for `13 0(k+1)` (1301..1305).
+    pub tls13_suites: u8,
+}
+
+/// Bit of [`ClientHelloInfo::tls13_suites`] for `suite`, if it is a TLS 1.3 one.
+pub const fn tls13_suite_bit(suite: u16) -> Option<u8> {
+    match suite {
+        0x1301..=0x1305 => Some(1 << (suite - 0x1301)),
+        _ => None,
+    }
 }
 
 struct Cursor<'a> {
@@ -308,7 +318,11 @@ pub fn parse_client_hello(rec: &[u8]) -> Result<ClientHelloInfo<'_>, HelloError>
         return Err(HelloError::SessionIdTooLong(sid_len));
     }
     let session_id = c.take(sid_len, "session id")?;
-    c.vec16("cipher suites")?;
+    let suites = c.vec16("cipher suites")?;
+    let tls13_suites = suites
+        .chunks_exact(2)
+        .filter_map(|s| tls13_suite_bit(u16::from_be_bytes([s[0], s[1]])))
+        .fold(0, |a, b| a | b);
     c.vec8("compression methods")?;
     let mut info = ClientHelloInfo {
         digest,
@@ -317,6 +331,7 @@ pub fn parse_client_hello(rec: &[u8]) -> Result<ClientHelloInfo<'_>, HelloError>
         alpn_offered: false,
         alpn_h2: false,
         alpn_http11: false,
+        tls13_suites,
     };
     if c.done() {
         return Ok(info);
@@ -405,6 +420,8 @@ pub struct FakeTlsHello {
     pub alpn: Option<Alpn>,
     /// Secrets tried.
     pub tries: usize,
+    /// TLS 1.3 suites offered (see [`ClientHelloInfo::tls13_suites`]).
+    pub tls13_suites: u8,
 }
 
 impl FakeTlsHello {
@@ -497,6 +514,7 @@ impl FakeTlsHello {
                 timestamp: ts,
                 alpn,
                 tries,
+                tls13_suites: info.tls13_suites,
             });
         }
         Err(HelloError::NoMatchingSecret)

@@ -3,7 +3,9 @@
 use super::*;
 use crate::sha::HmacKeyState;
 use crate::tls::client::{build_client_hello, client_digest, ClientHelloParams};
-use crate::tls::server_hello::{build_server_hello, verify_server_hello, ServerHelloParams};
+use crate::tls::server_hello::{
+    build_server_hello, verify_server_hello, ServerHelloParams, DEFAULT_CIPHER,
+};
 use proptest::prelude::*;
 
 fn h<const N: usize>(s: &str) -> [u8; N] {
@@ -54,6 +56,8 @@ fn vector_t2_server_hello() {
         key_share: &[0x09; 32],
         fake_flight: &flight,
         alpn: None,
+        cipher: DEFAULT_CIPHER,
+        versions_first: false,
     };
     let resp = build_server_hello(&S, &p).expect("valid params");
     let mut want = Vec::new();
@@ -88,6 +92,8 @@ fn server_hello_alpn_and_errors() {
         key_share: &[2; 32],
         fake_flight: &flight,
         alpn: Some(Alpn::H2),
+        cipher: DEFAULT_CIPHER,
+        versions_first: true,
     };
     let resp = build_server_hello(&S, &p).expect("valid");
     let flight_at = resp.len() - 100;

@@ -22,8 +22,10 @@
 
 pub mod client;
 pub mod deframe;
+pub mod emulate;
 pub mod fingerprint;
 pub mod hello;
+pub mod origin;
 pub mod record;
 pub mod server_hello;
 

@@ -10,10 +10,10 @@
 //!    02 BE24(86+n) 03 03                    ServerHello, legacy version
 //!    <32: digest SR>                        server random (zero while hashing)
 //!    n <n: session id echo>
-//!    13 01  00                              cipher suite, compression
-//!    00 2e                                  extensions (46 bytes):
-//!      00 33 00 24 00 1d 00 20 <32: x25519>   key_share
-//!      00 2b 00 02 03 04                      supported_versions = TLS 1.3
+//!    CS CS  00                              cipher suite (default 13 01), compression
+//!    00 2e                                  extensions (46 bytes), in either order
+//!      00 33 00 24 00 1d 00 20 <32: x25519>   key_share           (§4.9: the origin's
+//!      00 2b 00 02 03 04                      supported_versions   order and suite)
 //!  14 03 03 00 01 01                        ChangeCipherSpec
 //!  17 03 03 BE16(L) <L: fake flight>        [ALPN block 00 10 BE16(3+k) BE16(1+k) k proto]
 //!  SR = HMAC(S, D_client || all of the above with SR zeroed)
@@ -56,7 +56,14 @@ pub struct ServerHelloParams<'a> {
     pub fake_flight: &'a [u8],
     /// ALPN to echo at the start of the flight.
     pub alpn: Option<Alpn>,
+    /// Cipher suite (a TLS 1.3 suite the client offered; tdlib reads none of it).
+    pub cipher: u16,
+    /// supported_versions before key_share (nginx/OpenSSL order) instead of after.
+    pub versions_first: bool,
 }
+
+/// The suite sent when nothing better is known.
+pub const DEFAULT_CIPHER: u16 = 0x1301;
 
 /// Total response length for a session id of `sid_len` and a flight of `flight_len`.
 pub const fn server_hello_len(sid_len: usize, flight_len: usize) -> usize {
@@ -90,10 +97,17 @@ pub fn write_server_hello(
     out.extend_from_slice(&[0u8; DIGEST_LEN]);
     out.push(n as u8);
     out.extend_from_slice(p.session_id);
-    out.extend_from_slice(&[0x13, 0x01, 0x00, 0x00, 0x2e]);
+    out.extend_from_slice(&p.cipher.to_be_bytes());
+    out.extend_from_slice(&[0x00, 0x00, 0x2e]);
+    const VERSIONS: [u8; 6] = [0x00, 0x2b, 0x00, 0x02, 0x03, 0x04];
+    if p.versions_first {
+        out.extend_from_slice(&VERSIONS);
+    }
     out.extend_from_slice(&[0x00, 0x33, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20]);
     out.extend_from_slice(p.key_share);
-    out.extend_from_slice(&[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04]);
+    if !p.versions_first {
+        out.extend_from_slice(&VERSIONS);
+    }
     out.extend_from_slice(&[0x14, 0x03, 0x03, 0x00, 0x01, 0x01]);
     out.extend_from_slice(&[0x17, 0x03, 0x03]);
     out.extend_from_slice(&(fl as u16).to_be_bytes());

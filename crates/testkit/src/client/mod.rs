@@ -198,6 +198,7 @@ async fn finish_plain(
         },
         init_wire: init.wire,
         client_hello: None,
+        server_hello: None,
     })
 }
 
@@ -246,6 +247,7 @@ async fn connect_tls(
         writer,
         init_wire: init.wire,
         client_hello: Some(hello),
+        server_hello: Some(response),
     })
 }
 
@@ -374,6 +376,8 @@ pub struct ConnReader {
     /// Timeout for each receive call.
     pub timeout: Duration,
     tag: Tag,
+    /// Payload length of every application-data record received (ee mode).
+    record_sizes: Vec<usize>,
 }
 
 impl fmt::Debug for ConnReader {
@@ -395,7 +399,13 @@ impl ConnReader {
             eof: false,
             timeout: DEFAULT_TIMEOUT,
             tag,
+            record_sizes: Vec::new(),
         }
+    }
+
+    /// Payload lengths of the application-data records received so far (ee mode), in order.
+    pub fn record_sizes(&self) -> &[usize] {
+        &self.record_sizes
     }
 
     /// Reads more from the socket into `plain`; returns false on EOF.
@@ -425,6 +435,7 @@ impl ConnReader {
             let mut body: Vec<u8> = self.raw.drain(..5 + len).skip(5).collect();
             match ty {
                 0x17 => {
+                    self.record_sizes.push(len);
                     self.dec.apply_keystream(&mut body);
                     self.plain.extend_from_slice(&body);
                 }
@@ -524,9 +535,20 @@ pub struct TestConn {
     writer: ConnWriter,
     init_wire: [u8; 64],
     client_hello: Option<Vec<u8>>,
+    server_hello: Option<Vec<u8>>,
 }
 
 impl TestConn {
+    /// The proxy's ServerHello + CCS + application-data flight as received (ee mode only).
+    pub fn server_hello(&self) -> Option<&[u8]> {
+        self.server_hello.as_deref()
+    }
+
+    /// See [`ConnReader::record_sizes`].
+    pub fn record_sizes(&self) -> &[usize] {
+        self.reader.record_sizes()
+    }
+
     /// The 64 init bytes as sent on the wire (inside TLS in ee mode): replay probes resend them.
     pub fn init_wire(&self) -> [u8; 64] {
         self.init_wire
