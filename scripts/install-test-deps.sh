@@ -2,7 +2,8 @@
 # Installs the external servers the upstream integration tests run against (all bound to
 # 127.0.0.1 by the tests): microsocks (SOCKS5 + username/password), dante-server (`danted`,
 # SOCKS4/4a and SOCKS5), shadowsocks-libev (`ss-server`, AEAD ciphers), and nginx-light +
-# openssl (the TLS origin of the front-emulation test, with a self-signed certificate).
+# openssl (the TLS origin of the front-emulation test, with a self-signed certificate), and
+# chromium (the headless browser the admin-page test drives through Playwright).
 # Idempotent: does nothing when every binary is already present. Installs as root (or with
 # passwordless sudo) on a Debian/Ubuntu machine; runs `apt-get update` at most once.
 set -eu
@@ -14,6 +15,7 @@ have danted || need="$need dante-server"
 have ss-server || need="$need shadowsocks-libev"
 have nginx || need="$need nginx-light"
 have openssl || need="$need openssl"
+have chromium || need="$need chromium"
 
 if [ -z "$need" ]; then
     echo "install-test-deps: microsocks, danted, ss-server, nginx, openssl already installed"
@@ -54,7 +56,7 @@ for svc in danted shadowsocks-libev nginx; do
     fi
 done
 
-for bin in microsocks danted ss-server nginx openssl; do
+for bin in microsocks danted ss-server nginx openssl chromium; do
     have "$bin" || { echo "install-test-deps: $bin still missing" >&2; exit 1; }
 done
 echo "install-test-deps: done"
