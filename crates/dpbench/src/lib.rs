@@ -479,6 +479,56 @@ async fn handshake_rates(
             }
         }
     }
+    // ee handshakes above pay the emulated ServerHello delay (the origin's think time, or a
+    // plausible random one without a profile: a few ms per session, which bounds the rate at
+    // this concurrency). The CPU cost shows with the delay forced off
+    // (`server_hello_delay_* = 0`), against classic on the same proxy.
+    if o.external.is_none() && modes.contains(&BenchMode::Tls) {
+        match proxy::spawn(
+            &proxy::locate_binary(),
+            1,
+            (dcs.sink.addr(), dcs.echo.addr()),
+            "server_hello_delay_min_ms = 0\nserver_hello_delay_max_ms = 0\n",
+        )
+        .await
+        {
+            Ok(p) => {
+                let mut rates = Vec::new();
+                for mode in [BenchMode::Classic, BenchMode::Tls] {
+                    let r = scenarios::handshakes(
+                        Target::Proxy(&p),
+                        mode,
+                        o.handshakes,
+                        o.concurrency,
+                        false,
+                    )
+                    .await;
+                    match r {
+                        Ok(r) => {
+                            rep.ok(
+                                format!(
+                                    "handshakes mode={:7} users=1      {r:9.0} /s  (ServerHello delay off)",
+                                    mode.name()
+                                ),
+                                json!({"kind": "handshakes", "mode": mode.name(), "users": 1,
+                                       "hello_delay": "off", "per_s": r}),
+                            );
+                            rates.push(r);
+                        }
+                        Err(e) => rep.err(&format!("handshakes {} delay off", mode.name()), e),
+                    }
+                }
+                if let [c, t] = rates[..] {
+                    rep.ok(
+                        format!("handshakes tls / classic, delay off    x{:.2}", t / c),
+                        json!({"kind": "handshakes_ratio", "hello_delay": "off",
+                               "tls_over_classic": t / c}),
+                    );
+                }
+            }
+            Err(e) => rep.err("proxy with the ServerHello delay off", e),
+        }
+    }
 }
 
 /// Cap (bits/s) of the accuracy measurement: low enough for any machine to reach.

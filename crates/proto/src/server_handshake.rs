@@ -446,7 +446,7 @@ impl<'a> ServerHandshake<'a> {
         };
         let mut scalar = [0u8; 32];
         rng.fill_bytes(&mut scalar);
-        let key_share = x25519_dalek::x25519(scalar, x25519_dalek::X25519_BASEPOINT_BYTES);
+        let key_share = crate::x25519_public(scalar);
         let plan = ctx.flights.plan(hello.sni.as_deref());
         let mut draw = [0u8; 8];
         rng.fill_bytes(&mut draw);
