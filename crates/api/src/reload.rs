@@ -29,10 +29,14 @@ const KEEP: usize = 32;
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ReloadRequest {
     #[serde(default)]
+    #[schema(pattern = "^(instant|drain)$")]
     mode: Option<String>,
+    /// Only with `mode: drain`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     timeout_secs: Option<u64>,
     #[serde(default)]
+    #[schema(pattern = "^(keep_new|rollback)$")]
     failure_policy: Option<String>,
 }
 

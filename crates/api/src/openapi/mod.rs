@@ -44,6 +44,9 @@ const JSON: &str = "application/json";
 /// The readiness probe's operation id (its 503 carries the success envelope too).
 const READY_OPERATION: &str = "getHealthReady";
 
+/// `config::validate_username`'s rule.
+const USERNAME_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}$";
+
 /// Name of the `Authorization` security scheme.
 const AUTH_SCHEME: &str = "authorization";
 
@@ -91,12 +94,20 @@ fn string_param(
 fn path_params(path: &str) -> Vec<ParameterBuilder> {
     let mut out = Vec::new();
     if path.contains("{username}") {
-        out.push(string_param(
-            "username",
-            ParameterIn::Path,
-            true,
-            "Username, as written in `[access.users]`",
-        ));
+        // Any other text names no user (404), so the pattern is the validation rule.
+        out.push(
+            string_param(
+                "username",
+                ParameterIn::Path,
+                true,
+                "Username, as written in `[access.users]`",
+            )
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(USERNAME_PATTERN)),
+            )),
+        );
     }
     if path.contains("{id}") {
         out.push(

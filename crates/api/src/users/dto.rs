@@ -15,14 +15,18 @@ use crate::envelope::ApiError;
 /// `POST /v1/users` body.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub username: String,
     #[serde(default)]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub secret: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub user_ad_tag: Option<String>,
     #[serde(default)]
     pub max_tcp_conns: Option<usize>,
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub expiration_rfc3339: Option<String>,
     #[serde(default)]
     pub data_quota_bytes: Option<u64>,
@@ -39,6 +43,9 @@ pub struct CreateUserRequest {
     /// Scheduled quota reset: `daily[@HH:MM]`, `weekly:<mon..sun>[@HH:MM]`,
     /// `monthly:<1..28>[@HH:MM]` (UTC).
     #[serde(default)]
+    #[schema(
+        pattern = "^(daily|weekly:(mon|tue|wed|thu|fri|sat|sun)|monthly:([1-9]|1[0-9]|2[0-8]))(@([01]?[0-9]|2[0-3]):[0-5]?[0-9])?$"
+    )]
     pub quota_reset: Option<String>,
 }
 
@@ -48,13 +55,15 @@ pub struct CreateUserRequest {
 pub struct PatchUserRequest {
     /// Cannot be cleared: `null` is refused.
     #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, value_type = Option<String>)]
+    #[schema(nullable = false, value_type = Option<String>, pattern = "^[0-9A-Fa-f]{32}$")]
     pub secret: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub user_ad_tag: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub max_tcp_conns: Option<Option<usize>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(format = DateTime)]
     pub expiration_rfc3339: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub data_quota_bytes: Option<Option<u64>>,
@@ -70,6 +79,9 @@ pub struct PatchUserRequest {
     pub rate_limit_down_bps: Option<Option<u64>>,
     /// `null` removes the schedule.
     #[serde(default, deserialize_with = "present")]
+    #[schema(
+        pattern = "^(daily|weekly:(mon|tue|wed|thu|fri|sat|sun)|monthly:([1-9]|1[0-9]|2[0-8]))(@([01]?[0-9]|2[0-3]):[0-5]?[0-9])?$"
+    )]
     pub quota_reset: Option<Option<String>>,
 }
 
@@ -77,6 +89,7 @@ pub struct PatchUserRequest {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct RotateSecretRequest {
     #[serde(default)]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub secret: Option<String>,
 }
 
