@@ -24,14 +24,36 @@ pub const PATH: &str = "/v1/config";
 
 /// `PatchConfigResponse`. Every editable key is applied in-process at once, so nothing is
 /// ever deferred to a restart or a runtime reload.
-#[derive(Debug, Serialize)]
-struct PatchConfigResponse {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PatchConfigResponse {
     revision: String,
     restart_required: bool,
     runtime_reload_required: bool,
     process_restart_required: bool,
     deferred_process_fields: Vec<String>,
     changed: Vec<String>,
+}
+
+/// `GET /v1/config` data, described for the OpenAPI document only: the handler renders the
+/// sections straight from the file (`config::sections::editable_sections`), each present only
+/// when the file has it, as free-form JSON, plus the revision.
+#[derive(utoipa::ToSchema)]
+pub struct ConfigSectionsData {
+    #[schema(nullable = false)]
+    pub general: Option<Value>,
+    #[schema(nullable = false)]
+    pub timeouts: Option<Value>,
+    #[schema(nullable = false)]
+    pub censorship: Option<Value>,
+    /// Upstreams without their credentials (`password`, `url`).
+    #[schema(nullable = false)]
+    pub upstreams: Option<Value>,
+    #[schema(nullable = false)]
+    pub show_link: Option<Value>,
+    #[schema(nullable = false)]
+    pub dc_overrides: Option<Value>,
+    /// Same as the envelope's `revision`.
+    pub revision: String,
 }
 
 /// Handles `/v1/config` (any method; only GET and PATCH are allowed).

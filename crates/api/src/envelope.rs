@@ -154,20 +154,22 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// `error` member of the error envelope.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
     code: &'a str,
     message: &'a str,
 }
 
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
+/// `{"ok":false,"error":{..},"request_id":N}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorEnvelope<'a> {
     ok: bool,
     error: ErrorBody<'a>,
     request_id: u64,
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ApiBody> {
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ApiBody> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()

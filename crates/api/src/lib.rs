@@ -3,7 +3,7 @@
 //! Owns: the hyper server (`server`), the gate pipeline (`service`, `gates`), routing
 //! (`routes`), envelopes and request ids (`envelope`, `state`), body reading (`body`), the
 //! users endpoints (`users`, with `links`), config over HTTP (`config_routes`, `reload`), the
-//! read-only views (`views`) and the port to the running proxy (`runtime`).
+//! read-only views (`views`), the OpenAPI document (`openapi`) and the port to the running proxy (`runtime`).
 //! Must not: reach into the data plane other than through [`runtime::Runtime`], write the
 //! config file other than through `config::ConfigStore`, keep process-wide statics.
 
@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod gates;
 pub mod links;
 pub mod metrics;
+pub mod openapi;
 pub mod reload;
 pub mod routes;
 pub mod runtime;

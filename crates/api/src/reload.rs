@@ -26,18 +26,22 @@ const STATUS_PREFIX: &str = "/v1/system/reload/";
 const KEEP: usize = 32;
 
 /// `ReloadRequest`; an empty body means `{"mode":"instant","failure_policy":"keep_new"}`.
-#[derive(Debug, Default, Deserialize)]
-struct ReloadRequest {
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct ReloadRequest {
     #[serde(default)]
+    #[schema(pattern = "^(instant|drain)$")]
     mode: Option<String>,
+    /// Only with `mode: drain`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     timeout_secs: Option<u64>,
     #[serde(default)]
+    #[schema(pattern = "^(keep_new|rollback)$")]
     failure_policy: Option<String>,
 }
 
 /// One recorded reload (`ReloadAccepted` when returned by POST, `ReloadStatus` by GET).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReloadRecord {
     pub reload_id: u64,
     pub target_generation: u64,
@@ -46,6 +50,7 @@ pub struct ReloadRecord {
     pub mode: &'static str,
     pub failure_policy: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub timeout_secs: Option<u64>,
     pub accepted_at_epoch_secs: u64,
     pub finished_at_epoch_secs: u64,

@@ -138,6 +138,9 @@ impl ApiService {
                 if parts.method != Method::GET {
                     return Err(ApiError::route_not_found());
                 }
+                if parts.uri.path() == crate::openapi::PATH {
+                    return crate::openapi::response();
+                }
                 if let Some(res) = crate::reload::status(&self.state, parts.uri.path()) {
                     return res;
                 }

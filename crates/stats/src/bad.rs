@@ -60,6 +60,7 @@ const N: usize = BAD_CLASSES.len();
 
 /// One row of `connections_bad_by_class` (telemt's `ClassCount`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassCount {
     /// Class label.
     pub class: &'static str,

@@ -92,6 +92,8 @@ macro_rules! counter_block {
 
         #[doc = concat!("Point-in-time copy of [`", stringify!($counters), "`]; field names are the API's.")]
         #[derive(Debug, Clone, Default, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+        // Expanded inside this crate only, so the feature is this crate's.
+        #[cfg_attr(feature = "openapi", derive(::utoipa::ToSchema))]
         pub struct $snap {
             $( $(#[$fmeta])* pub $field: u64, )*
             $( $( $(#[$emeta])* pub $efield: $ety, )* )?

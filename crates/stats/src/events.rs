@@ -16,6 +16,7 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 256;
 
 /// One event; serializes as the API's `ApiEventRecord`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventRecord {
     /// Monotonic sequence number, from 1.
     pub seq: u64,

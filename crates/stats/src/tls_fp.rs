@@ -42,9 +42,11 @@ pub struct FingerprintRef<'a> {
 
 /// One leaderboard row (`RuntimeEdgeTlsFingerprintRow`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TlsFingerprintRow {
     /// IP, CIDR or username; absent in `by_fingerprint`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub scope: Option<String>,
     /// JA3 MD5 hash.
     pub ja3: String,

@@ -135,6 +135,7 @@ pub struct UserStatsSnapshot {
 
 /// One leaderboard row (`RuntimeEdgeConnectionUserData`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserTopEntry {
     /// Username.
     pub username: String,

@@ -100,6 +100,7 @@ impl UpstreamCounters {
 
 /// One row of `ZeroMiddleProxyData.handshake_error_codes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ZeroCodeCount {
     /// Handshake error code.
     pub code: i32,

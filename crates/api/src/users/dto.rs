@@ -13,16 +13,20 @@ use time::{OffsetDateTime, UtcOffset};
 use crate::envelope::ApiError;
 
 /// `POST /v1/users` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub username: String,
     #[serde(default)]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub secret: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub user_ad_tag: Option<String>,
     #[serde(default)]
     pub max_tcp_conns: Option<usize>,
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub expiration_rfc3339: Option<String>,
     #[serde(default)]
     pub data_quota_bytes: Option<u64>,
@@ -39,20 +43,27 @@ pub struct CreateUserRequest {
     /// Scheduled quota reset: `daily[@HH:MM]`, `weekly:<mon..sun>[@HH:MM]`,
     /// `monthly:<1..28>[@HH:MM]` (UTC).
     #[serde(default)]
+    #[schema(
+        pattern = "^(daily|weekly:(mon|tue|wed|thu|fri|sat|sun)|monthly:([1-9]|1[0-9]|2[0-8]))(@([01]?[0-9]|2[0-3]):[0-5]?[0-9])?$"
+    )]
     pub quota_reset: Option<String>,
 }
 
 /// `PATCH /v1/users/{u}` body: outer `None` = absent (keep), `Some(None)` = `null` (clear),
 /// `Some(Some(v))` = set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct PatchUserRequest {
+    /// Cannot be cleared: `null` is refused.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = Option<String>, pattern = "^[0-9A-Fa-f]{32}$")]
     pub secret: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub user_ad_tag: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub max_tcp_conns: Option<Option<usize>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(format = DateTime)]
     pub expiration_rfc3339: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub data_quota_bytes: Option<Option<u64>>,
@@ -68,13 +79,17 @@ pub struct PatchUserRequest {
     pub rate_limit_down_bps: Option<Option<u64>>,
     /// `null` removes the schedule.
     #[serde(default, deserialize_with = "present")]
+    #[schema(
+        pattern = "^(daily|weekly:(mon|tue|wed|thu|fri|sat|sun)|monthly:([1-9]|1[0-9]|2[0-8]))(@([01]?[0-9]|2[0-3]):[0-5]?[0-9])?$"
+    )]
     pub quota_reset: Option<Option<String>>,
 }
 
 /// `POST /v1/users/{u}/rotate-secret` body (the body itself is optional).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct RotateSecretRequest {
     #[serde(default)]
+    #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
     pub secret: Option<String>,
 }
 
@@ -88,7 +103,7 @@ where
 }
 
 /// `UserLinks` (owned form, for clients and tests; responses are streamed, see `info`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserLinks {
     pub classic: Vec<String>,
@@ -97,7 +112,7 @@ pub struct UserLinks {
 }
 
 /// `UserInfo` (owned form, for clients and tests; the server streams the same shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInfo {
     pub username: String,
@@ -105,27 +120,39 @@ pub struct UserInfo {
     pub enabled: bool,
     /// Whether the running proxy applies this entry (always, once a write has returned).
     pub in_runtime: bool,
+    #[schema(required = true)]
     pub user_ad_tag: Option<String>,
+    #[schema(required = true)]
     pub max_tcp_conns: Option<usize>,
+    #[schema(required = true)]
     pub expiration_rfc3339: Option<String>,
+    #[schema(required = true)]
     pub data_quota_bytes: Option<u64>,
+    #[schema(required = true)]
     pub max_unique_ips: Option<usize>,
+    #[schema(required = true)]
     pub rate_limit_up_bps: Option<u64>,
+    #[schema(required = true)]
     pub rate_limit_down_bps: Option<u64>,
+    #[schema(required = true)]
     pub quota_reset: Option<String>,
+    #[schema(required = true)]
     pub last_quota_reset_epoch_secs: Option<u64>,
+    #[schema(required = true)]
     pub next_quota_reset_epoch_secs: Option<u64>,
     pub current_connections: u64,
     pub active_unique_ips: usize,
+    #[schema(value_type = Vec<String>)]
     pub active_unique_ips_list: Vec<IpAddr>,
     pub recent_unique_ips: usize,
+    #[schema(value_type = Vec<String>)]
     pub recent_unique_ips_list: Vec<IpAddr>,
     pub total_octets: u64,
     pub links: UserLinks,
 }
 
 /// `CreateUserResponse` (owned form).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserResponse {
     pub user: UserInfo,

@@ -25,6 +25,7 @@ use crate::routes::{UserAction, UserRoute};
 use crate::state::ApiState;
 
 use info::UserRenderer;
+pub use write::ResetQuotaResponse;
 
 /// Dispatches a matched users route. `snapshot` is the request's config snapshot (gates).
 pub async fn handle<B>(

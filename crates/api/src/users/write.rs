@@ -289,8 +289,8 @@ async fn set_enabled(
 }
 
 /// `ResetUserQuotaResponse` (telemt 3.4).
-#[derive(serde::Serialize)]
-struct ResetQuotaResponse<'a> {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ResetQuotaResponse<'a> {
     username: &'a str,
     used_bytes: u64,
     last_reset_epoch_secs: u64,

@@ -5,7 +5,7 @@ use stats::{ClassCount, ZeroDesyncData, ZeroMiddleProxyData, ZeroPoolData, ZeroU
 
 use super::ViewContext;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SummaryData {
     pub uptime_seconds: f64,
     pub connections_total: u64,
@@ -31,7 +31,7 @@ pub(super) fn summary(ctx: &ViewContext<'_>) -> SummaryData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ZeroCoreData {
     pub uptime_seconds: f64,
     pub connections_total: u64,
@@ -47,7 +47,7 @@ pub struct ZeroCoreData {
     pub telemetry_me_level: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ZeroAllData {
     pub generated_at_epoch_secs: u64,
     pub core: ZeroCoreData,
@@ -93,9 +93,10 @@ pub(super) fn zero_all(ctx: &ViewContext<'_>) -> ZeroAllData {
 }
 
 /// `UserActiveIps` (telemt 3.4): a user with at least one active source IP.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserActiveIps {
     pub username: String,
+    #[schema(value_type = Vec<String>)]
     pub active_ips: Vec<std::net::IpAddr>,
 }
 

@@ -12,14 +12,14 @@ pub(crate) const EVENTS_DEFAULT_LIMIT: usize = 50;
 /// Upper clamp of `limit`.
 pub(crate) const EVENTS_MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeConnectionCacheData {
     pub ttl_ms: u64,
     pub served_from_cache: bool,
     pub stale_cache_used: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeConnectionTotalsData {
     pub current_connections: u64,
     pub current_connections_me: u64,
@@ -29,20 +29,20 @@ pub struct RuntimeEdgeConnectionTotalsData {
 
 /// Rows are the stats crate's `UserTopEntry` (`username`, `current_connections`,
 /// `total_octets` — the API's `RuntimeEdgeConnectionUserData`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeConnectionTopData {
     pub limit: usize,
     pub by_connections: Vec<UserTopEntry>,
     pub by_throughput: Vec<UserTopEntry>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeConnectionTelemetryData {
     pub user_enabled: bool,
     pub throughput_is_cumulative: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeConnectionsSummaryPayload {
     pub cache: RuntimeEdgeConnectionCacheData,
     pub totals: RuntimeEdgeConnectionTotalsData,
@@ -50,12 +50,14 @@ pub struct RuntimeEdgeConnectionsSummaryPayload {
     pub telemetry: RuntimeEdgeConnectionTelemetryData,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeConnectionsSummaryData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
+    #[schema(required = true)]
     pub data: Option<RuntimeEdgeConnectionsSummaryPayload>,
 }
 
@@ -124,7 +126,7 @@ pub(super) fn connections_summary(ctx: &ViewContext<'_>) -> RuntimeEdgeConnectio
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeEventsPayload {
     pub capacity: usize,
     pub dropped_total: u64,
@@ -132,12 +134,14 @@ pub struct RuntimeEdgeEventsPayload {
     pub events: Vec<EventRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeEventsData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
+    #[schema(required = true)]
     pub data: Option<RuntimeEdgeEventsPayload>,
 }
 

@@ -15,7 +15,7 @@ use super::{ViewContext, FEATURE_DISABLED};
 /// Upper clamp of `limit`.
 pub(crate) const FINGERPRINTS_MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeTlsFingerprintsPayload {
     pub limit: usize,
     pub retention_secs: u64,
@@ -30,12 +30,14 @@ pub struct RuntimeEdgeTlsFingerprintsPayload {
     pub by_user: Vec<TlsFingerprintRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeEdgeTlsFingerprintsData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
+    #[schema(required = true)]
     pub data: Option<RuntimeEdgeTlsFingerprintsPayload>,
 }
 

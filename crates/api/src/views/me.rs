@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{epoch_secs, pct, ViewContext, FEATURE_DISABLED, SOURCE_UNAVAILABLE};
 use crate::runtime::MePoolSnapshot;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MeWritersSummary {
     pub configured_dc_groups: usize,
     pub configured_endpoints: usize,
@@ -17,9 +17,10 @@ pub struct MeWritersSummary {
     pub coverage_pct: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MeWriterStatus {
     pub writer_id: u64,
+    #[schema(required = true)]
     pub dc: Option<i16>,
     pub endpoint: String,
     pub generation: u64,
@@ -27,27 +28,30 @@ pub struct MeWriterStatus {
     pub draining: bool,
     pub degraded: bool,
     pub bound_clients: usize,
+    #[schema(required = true)]
     pub idle_for_secs: Option<u64>,
+    #[schema(required = true)]
     pub rtt_ema_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MeWritersData {
     pub middle_proxy_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub summary: MeWritersSummary,
     pub writers: Vec<MeWriterStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DcEndpointWriters {
     pub endpoint: String,
     pub active_writers: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DcStatus {
     pub dc: i16,
     pub endpoints: Vec<String>,
@@ -61,38 +65,44 @@ pub struct DcStatus {
     pub floor_capped: bool,
     pub alive_writers: usize,
     pub coverage_pct: f64,
+    #[schema(required = true)]
     pub rtt_ms: Option<f64>,
     pub load: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DcStatusData {
     pub middle_proxy_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub dcs: Vec<DcStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinimalQuarantineData {
     pub endpoint: String,
     pub remaining_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinimalDcPathData {
     pub dc: i16,
+    #[schema(required = true)]
     pub ip_preference: Option<String>,
+    #[schema(required = true)]
     pub selected_addr_v4: Option<String>,
+    #[schema(required = true)]
     pub selected_addr_v6: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinimalMeRuntimeData {
     pub active_generation: u64,
     pub warm_generation: u64,
     pub pending_hardswap_generation: u64,
+    #[schema(required = true)]
     pub pending_hardswap_age_secs: Option<u64>,
     pub hardswap_enabled: bool,
     pub floor_mode: &'static str,
@@ -147,21 +157,24 @@ pub struct MinimalMeRuntimeData {
     pub quarantined_endpoints: Vec<MinimalQuarantineData>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinimalAllPayload {
     pub me_writers: MeWritersData,
     pub dcs: DcStatusData,
+    #[schema(required = true)]
     pub me_runtime: Option<MinimalMeRuntimeData>,
     pub network_path: Vec<MinimalDcPathData>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinimalAllData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     /// `null` when disabled; fallback payload when the source is unavailable.
+    #[schema(required = true)]
     pub data: Option<MinimalAllPayload>,
 }
 

@@ -13,6 +13,7 @@ mod fingerprints;
 mod me;
 mod network;
 mod pool;
+pub(crate) mod schema;
 mod selftest;
 mod system;
 

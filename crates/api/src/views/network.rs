@@ -7,7 +7,7 @@ use stats::ZeroUpstreamData;
 use super::{ViewContext, FEATURE_DISABLED, SOURCE_UNAVAILABLE};
 use crate::runtime::{StunReflection, UpstreamRouteKind, UpstreamsSnapshot};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpstreamSummaryData {
     pub configured_total: usize,
     pub healthy_total: usize,
@@ -21,9 +21,10 @@ pub struct UpstreamSummaryData {
 /// `RuntimeUpstreamQualitySummaryData` has exactly the same shape.
 pub type RuntimeUpstreamQualitySummaryData = UpstreamSummaryData;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpstreamDcStatus {
     pub dc: i16,
+    #[schema(required = true)]
     pub latency_ema_ms: Option<f64>,
     pub ip_preference: &'static str,
 }
@@ -31,7 +32,7 @@ pub struct UpstreamDcStatus {
 /// `RuntimeUpstreamQualityDcData` has exactly the same shape.
 pub type RuntimeUpstreamQualityDcData = UpstreamDcStatus;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpstreamStatus {
     pub upstream_id: usize,
     pub route_kind: &'static str,
@@ -41,6 +42,7 @@ pub struct UpstreamStatus {
     pub healthy: bool,
     pub fails: u32,
     pub last_check_age_secs: u64,
+    #[schema(required = true)]
     pub effective_latency_ms: Option<f64>,
     pub dc: Vec<UpstreamDcStatus>,
 }
@@ -48,16 +50,19 @@ pub struct UpstreamStatus {
 /// `RuntimeUpstreamQualityUpstreamData` has exactly the same shape.
 pub type RuntimeUpstreamQualityUpstreamData = UpstreamStatus;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpstreamsData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub zero: ZeroUpstreamData,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub summary: Option<UpstreamSummaryData>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub upstreams: Option<Vec<UpstreamStatus>>,
 }
 
@@ -139,7 +144,7 @@ pub(super) fn upstreams(ctx: &ViewContext<'_>) -> UpstreamsData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeUpstreamQualityPolicyData {
     pub connect_retry_attempts: u32,
     pub connect_retry_backoff_ms: u64,
@@ -148,7 +153,7 @@ pub struct RuntimeUpstreamQualityPolicyData {
     pub connect_failfast_hard_errors: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeUpstreamQualityCountersData {
     pub connect_attempt_total: u64,
     pub connect_success_total: u64,
@@ -156,17 +161,20 @@ pub struct RuntimeUpstreamQualityCountersData {
     pub connect_failfast_hard_error_total: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeUpstreamQualityData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub policy: RuntimeUpstreamQualityPolicyData,
     pub counters: RuntimeUpstreamQualityCountersData,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub summary: Option<RuntimeUpstreamQualitySummaryData>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub upstreams: Option<Vec<RuntimeUpstreamQualityUpstreamData>>,
 }
 
@@ -209,46 +217,51 @@ pub(super) fn upstream_quality(ctx: &ViewContext<'_>) -> RuntimeUpstreamQualityD
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeNatStunFlagsData {
     pub nat_probe_enabled: bool,
     pub nat_probe_disabled_runtime: bool,
     pub nat_probe_attempts: u8,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeNatStunServersData {
     pub configured: Vec<String>,
     pub live: Vec<String>,
     pub live_total: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeNatStunReflectionData {
     pub addr: String,
     pub age_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeNatStunReflectionBlockData {
+    #[schema(required = true)]
     pub v4: Option<RuntimeNatStunReflectionData>,
+    #[schema(required = true)]
     pub v6: Option<RuntimeNatStunReflectionData>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeNatStunPayload {
     pub flags: RuntimeNatStunFlagsData,
     pub servers: RuntimeNatStunServersData,
     pub reflection: RuntimeNatStunReflectionBlockData,
+    #[schema(required = true)]
     pub stun_backoff_remaining_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeNatStunData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
+    #[schema(required = true)]
     pub data: Option<RuntimeNatStunPayload>,
 }
 

@@ -9,36 +9,37 @@ use super::me::dc_rows;
 use super::{epoch_secs, ViewContext, SOURCE_UNAVAILABLE};
 use crate::runtime::WriterContour;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateGenerationData {
     pub active_generation: u64,
     pub warm_generation: u64,
     pub pending_hardswap_generation: u64,
+    #[schema(required = true)]
     pub pending_hardswap_age_secs: Option<u64>,
     pub draining_generations: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateHardswapData {
     pub enabled: bool,
     pub pending: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateWriterContourData {
     pub warm: usize,
     pub active: usize,
     pub draining: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateWriterHealthData {
     pub healthy: usize,
     pub degraded: usize,
     pub draining: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateWriterData {
     pub total: usize,
     pub alive_non_draining: usize,
@@ -48,21 +49,21 @@ pub struct RuntimeMePoolStateWriterData {
     pub health: RuntimeMePoolStateWriterHealthData,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateRefillDcData {
     pub dc: i16,
     pub family: &'static str,
     pub inflight: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateRefillData {
     pub inflight_endpoints_total: usize,
     pub inflight_dc_total: usize,
     pub by_dc: Vec<RuntimeMePoolStateRefillDcData>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStatePayload {
     pub generations: RuntimeMePoolStateGenerationData,
     pub hardswap: RuntimeMePoolStateHardswapData,
@@ -70,12 +71,14 @@ pub struct RuntimeMePoolStatePayload {
     pub refill: RuntimeMePoolStateRefillData,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
+    #[schema(required = true)]
     pub data: Option<RuntimeMePoolStatePayload>,
 }
 
@@ -153,7 +156,7 @@ pub(super) fn me_pool_state(ctx: &ViewContext<'_>) -> RuntimeMePoolStateData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeQualityCountersData {
     pub idle_close_by_peer_total: u64,
     pub reader_eof_total: u64,
@@ -163,7 +166,7 @@ pub struct RuntimeMeQualityCountersData {
     pub reconnect_success_total: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeQualityRouteDropData {
     pub no_conn_total: u64,
     pub channel_closed_total: u64,
@@ -172,28 +175,31 @@ pub struct RuntimeMeQualityRouteDropData {
     pub queue_full_high_total: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeQualityDcRttData {
     pub dc: i16,
+    #[schema(required = true)]
     pub rtt_ema_ms: Option<f64>,
     pub alive_writers: usize,
     pub required_writers: usize,
     pub coverage_pct: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeQualityPayload {
     pub counters: RuntimeMeQualityCountersData,
     pub route_drops: RuntimeMeQualityRouteDropData,
     pub dc_rtt: Vec<RuntimeMeQualityDcRttData>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeQualityData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
+    #[schema(required = true)]
     pub data: Option<RuntimeMeQualityPayload>,
 }
 

@@ -14,7 +14,7 @@ pub(crate) const KDF_EWMA_TAU_SECS: f64 = 600.0;
 /// Skew above this (seconds) in the last 15 minutes is an error.
 const TIMESKEW_THRESHOLD_SECS: u64 = 60;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestKdfData {
     pub state: &'static str,
     pub ewma_errors_per_min: f64,
@@ -22,45 +22,53 @@ pub struct RuntimeMeSelftestKdfData {
     pub errors_total: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestTimeskewData {
     pub state: &'static str,
+    #[schema(required = true)]
     pub max_skew_secs_15m: Option<u64>,
     pub samples_15m: usize,
+    #[schema(required = true)]
     pub last_skew_secs: Option<u64>,
+    #[schema(required = true)]
     pub last_source: Option<String>,
+    #[schema(required = true)]
     pub last_seen_age_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestIpFamilyData {
     pub addr: String,
     pub state: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestIpData {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub v4: Option<RuntimeMeSelftestIpFamilyData>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub v6: Option<RuntimeMeSelftestIpFamilyData>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestPidData {
     pub pid: u32,
     pub state: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestBndData {
     pub addr_state: &'static str,
     pub port_state: &'static str,
+    #[schema(required = true)]
     pub last_addr: Option<String>,
+    #[schema(required = true)]
     pub last_seen_age_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestPayload {
     pub kdf: RuntimeMeSelftestKdfData,
     pub timeskew: RuntimeMeSelftestTimeskewData,
@@ -69,12 +77,14 @@ pub struct RuntimeMeSelftestPayload {
     pub bnd: RuntimeMeSelftestBndData,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
+    #[schema(required = true)]
     pub data: Option<RuntimeMeSelftestPayload>,
 }
 

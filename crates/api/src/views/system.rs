@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{epoch_secs, ViewContext};
 use crate::runtime::StartupStatus;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthData {
     pub status: &'static str,
     pub read_only: bool,
@@ -20,11 +20,12 @@ pub(super) fn health(ctx: &ViewContext<'_>) -> HealthData {
 }
 
 /// `HealthReadyData` (telemt 3.4): ready = admission open and at least one healthy upstream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthReadyData {
     pub ready: bool,
     pub status: &'static str,
     /// `admission_closed` or `no_healthy_upstreams` when not ready.
+    #[schema(required = true)]
     pub reason: Option<&'static str>,
     pub admission_open: bool,
     pub healthy_upstreams: usize,
@@ -60,17 +61,20 @@ pub(super) fn health_ready(ctx: &ViewContext<'_>) -> HealthReadyData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SystemInfoData {
     pub version: &'static str,
     pub target_arch: &'static str,
     pub target_os: &'static str,
     pub build_profile: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub git_commit: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub build_time_utc: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub rustc_version: Option<&'static str>,
     pub process_started_at_epoch_secs: u64,
     pub uptime_seconds: f64,
@@ -78,6 +82,7 @@ pub struct SystemInfoData {
     pub config_hash: String,
     pub config_reload_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_config_reload_epoch_secs: Option<u64>,
 }
 
@@ -107,7 +112,7 @@ pub(super) fn system_info(ctx: &ViewContext<'_>) -> SystemInfoData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeGatesData {
     pub accepting_new_connections: bool,
     pub conditional_cast_enabled: bool,
@@ -136,7 +141,7 @@ pub(super) fn gates(ctx: &ViewContext<'_>) -> RuntimeGatesData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeInitializationMeData {
     pub status: &'static str,
     pub current_stage: String,
@@ -144,23 +149,28 @@ pub struct RuntimeInitializationMeData {
     pub init_attempt: u32,
     pub retry_limit: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeInitializationComponentData {
     pub id: String,
     pub title: String,
     pub status: &'static str,
+    #[schema(required = true)]
     pub started_at_epoch_ms: Option<u64>,
+    #[schema(required = true)]
     pub finished_at_epoch_ms: Option<u64>,
+    #[schema(required = true)]
     pub duration_ms: Option<u64>,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub details: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeInitializationData {
     pub status: &'static str,
     pub degraded: bool,
@@ -168,6 +178,7 @@ pub struct RuntimeInitializationData {
     pub progress_pct: f64,
     pub started_at_epoch_secs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub ready_at_epoch_secs: Option<u64>,
     pub total_elapsed_ms: u64,
     pub transport_mode: &'static str,
@@ -230,7 +241,7 @@ pub(super) fn initialization(ctx: &ViewContext<'_>) -> RuntimeInitializationData
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EffectiveTimeoutLimits {
     pub client_handshake_secs: u64,
     pub tg_connect_secs: u64,
@@ -240,7 +251,7 @@ pub struct EffectiveTimeoutLimits {
     pub me_one_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EffectiveUpstreamLimits {
     pub connect_retry_attempts: u32,
     pub connect_retry_backoff_ms: u64,
@@ -249,7 +260,7 @@ pub struct EffectiveUpstreamLimits {
     pub connect_failfast_hard_errors: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EffectiveMiddleProxyLimits {
     pub floor_mode: &'static str,
     pub adaptive_floor_idle_secs: u64,
@@ -273,13 +284,13 @@ pub struct EffectiveMiddleProxyLimits {
     pub me2dc_fallback: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EffectiveUserIpPolicyLimits {
     pub mode: &'static str,
     pub window_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EffectiveLimitsData {
     pub update_every_secs: u64,
     pub me_reinit_every_secs: u64,
@@ -347,7 +358,7 @@ pub(super) fn limits_effective(ctx: &ViewContext<'_>) -> EffectiveLimitsData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SecurityPostureData {
     pub api_read_only: bool,
     pub api_whitelist_enabled: bool,
@@ -377,7 +388,7 @@ pub(super) fn security_posture(ctx: &ViewContext<'_>) -> SecurityPostureData {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SecurityWhitelistData {
     pub generated_at_epoch_secs: u64,
     pub enabled: bool,

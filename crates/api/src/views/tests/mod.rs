@@ -4,6 +4,7 @@ mod cache;
 mod fields;
 mod fingerprints;
 mod matrix;
+mod schema;
 mod shapes;
 
 use std::collections::BTreeSet;
