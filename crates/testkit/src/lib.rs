@@ -24,3 +24,22 @@ pub mod py;
 pub use daemon::{free_port, Daemon, DaemonError};
 pub use fixtures::{random_secret_hex, ConfigFixture};
 pub use http::{HttpClient, HttpError, HttpResponse};
+
+/// Polls `cond` every `every` until it holds or `timeout` passes; returns whether it held.
+/// The peers' `wait_until` methods are this over their own recorded state.
+pub async fn poll_until(
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -143,17 +143,13 @@ impl MaskServer {
         timeout: Duration,
         cond: impl Fn(&[MaskConn]) -> bool,
     ) -> (bool, Vec<MaskConn>) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let snap = self.connections();
-            if cond(&snap) {
-                return (true, snap);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return (false, snap);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let mut snap = Vec::new();
+        let held = crate::poll_until(timeout, Duration::from_millis(5), || {
+            snap = self.connections();
+            cond(&snap)
+        })
+        .await;
+        (held, snap)
     }
 
     /// Waits until connection `idx` has received at least `n` bytes; returns its bytes.

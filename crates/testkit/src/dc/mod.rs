@@ -224,16 +224,7 @@ impl TestDc {
 
     /// Polls until `cond(self)` holds or `timeout` passes; returns whether it held.
     pub async fn wait_until(&self, timeout: Duration, cond: impl Fn(&Self) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        crate::poll_until(timeout, Duration::from_millis(2), || cond(self)).await
     }
 }
 
