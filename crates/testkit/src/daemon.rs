@@ -117,7 +117,8 @@ impl Daemon {
         }
     }
 
-    /// Waits until `GET /v1/health` on `api` answers 200, the process exits, or `timeout`.
+    /// Waits until `GET /v1/health` on `api` answers (200, or 401 when an `Authorization`
+    /// value is configured), the process exits, or `timeout`.
     pub async fn wait_ready(
         &mut self,
         api: SocketAddr,
@@ -133,7 +134,9 @@ impl Daemon {
             }
             let mut client = HttpClient::new(api).with_timeout(Duration::from_secs(2));
             if let Ok(r) = client.get("/v1/health").await {
-                if r.status == 200 {
+                // 401: the API is up and wants the `Authorization` value the test did not
+                // send; that is as ready as a 200.
+                if r.status == 200 || r.status == 401 {
                     return Ok(());
                 }
             }
