@@ -214,14 +214,27 @@ fn join<T: std::fmt::Display>(items: impl IntoIterator<Item = T>, sep: &str) -> 
     out
 }
 
+/// Runs on every ee handshake: written straight into one buffer, no string per item.
 fn hex4(items: &[u16]) -> String {
-    join(items.iter().map(|v| format!("{v:04x}")), ",")
+    let mut out = String::with_capacity(items.len() * 5);
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for shift in [12, 8, 4, 0] {
+            out.push(HEX[usize::from((v >> shift) & 0xf)] as char);
+        }
+    }
+    out
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn hex_lower(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
 }
