@@ -1,7 +1,7 @@
 //! Prometheus endpoint of the real binary, checked against telemt's own Grafana dashboards:
 //! every metric their queries use is either served by us or listed here with the reason we do
-//! not have it. The dashboards are read from the reference material beside the repository
-//! (`$MTPROXYD_TELEMT_DASHBOARDS` = a directory), like `telemt_api.py`.
+//! not have it. The dashboards are test inputs kept unchanged in `tests/data/telemt-3.4.25`
+//! (`$MTPROXYD_TELEMT_DASHBOARDS` = another directory holding them).
 
 mod common;
 
@@ -63,7 +63,7 @@ fn dashboards() -> Option<Vec<PathBuf>> {
     let dir = std::env::var_os("MTPROXYD_TELEMT_DASHBOARDS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/ref/telemt-3.4.25")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/telemt-3.4.25")
         });
     let files: Vec<PathBuf> = ["grafana-dashboard.json", "grafana-dashboard-by-user.json"]
         .iter()
@@ -100,7 +100,7 @@ async fn telemt_dashboards_find_our_series() {
     let Some(files) = dashboards() else {
         testkit::external::missing(
             "telemt's Grafana dashboards (3.4.25)",
-            "keep shared/ref beside the repository or set MTPROXYD_TELEMT_DASHBOARDS",
+            "restore crates/mtproxyd/tests/data/telemt-3.4.25 or set MTPROXYD_TELEMT_DASHBOARDS",
         );
         return;
     };

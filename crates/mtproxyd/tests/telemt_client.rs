@@ -1,9 +1,9 @@
 //! telemt's own API client (`telemt_api.py` from telemt 3.4.25, a real client of a
 //! telemt-compatible proxy) runs every subcommand against the real binary.
 //!
-//! The script is read where the project's reference material lives (`../shared/ref/...` next
-//! to the repository, or `$MTPROXYD_TELEMT_API_PY`); it is a test input, not part of the
-//! repository. Missing script or Python: the test fails unless `MTPROXYD_SKIP_EXTERNAL=1`.
+//! The script is a test input kept unchanged in `tests/data/telemt-3.4.25` (with telemt's
+//! license), or `$MTPROXYD_TELEMT_API_PY`. Missing script or Python: the test fails unless
+//! `MTPROXYD_SKIP_EXTERNAL=1`.
 
 mod common;
 
@@ -15,8 +15,8 @@ use testkit::ConfigFixture;
 
 fn script() -> Option<PathBuf> {
     let from_env = std::env::var_os("MTPROXYD_TELEMT_API_PY").map(PathBuf::from);
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/ref/telemt-3.4.25/telemt_api.py");
+    let beside =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/telemt-3.4.25/telemt_api.py");
     from_env.or(Some(beside)).filter(|p| p.is_file())
 }
 
@@ -40,7 +40,7 @@ async fn telemt_api_py_runs_every_subcommand() {
     let Some(script) = script() else {
         testkit::external::missing(
             "telemt_api.py (telemt 3.4.25)",
-            "keep shared/ref beside the repository or set MTPROXYD_TELEMT_API_PY",
+            "restore crates/mtproxyd/tests/data/telemt-3.4.25 or set MTPROXYD_TELEMT_API_PY",
         );
         return;
     };
