@@ -194,6 +194,23 @@ fn flags(crc32c: bool) -> u32 {
     }
 }
 
+impl RpcLink {
+    /// The link once a handshake of either role has settled (`result` set).
+    fn assemble(
+        sender: RpcSender,
+        receiver: RpcReceiver,
+        result: Option<(Checksum, Handshake)>,
+    ) -> Option<Self> {
+        let (checksum, peer) = result?;
+        Some(Self {
+            sender,
+            receiver,
+            checksum,
+            peer,
+        })
+    }
+}
+
 fn settle_checksum(sender: &mut RpcSender, receiver: &mut RpcReceiver, on: bool) -> Checksum {
     let c = if on {
         Checksum::Crc32c
@@ -283,13 +300,7 @@ impl ClientHandshake {
 
     /// The established link (`None` before `feed` returned `Ok(true)`).
     pub fn into_link(self) -> Option<RpcLink> {
-        let (checksum, peer) = self.result?;
-        Some(RpcLink {
-            sender: self.sender,
-            receiver: self.receiver,
-            checksum,
-            peer,
-        })
+        RpcLink::assemble(self.sender, self.receiver, self.result)
     }
 }
 
@@ -386,12 +397,6 @@ impl ServerHandshake {
 
     /// The established link (`None` before `feed` returned `Ok(true)`).
     pub fn into_link(self) -> Option<RpcLink> {
-        let (checksum, peer) = self.result?;
-        Some(RpcLink {
-            sender: self.sender,
-            receiver: self.receiver,
-            checksum,
-            peer,
-        })
+        RpcLink::assemble(self.sender, self.receiver, self.result)
     }
 }
