@@ -32,6 +32,7 @@ mod housekeeping;
 mod io_util;
 mod listener;
 mod masking;
+mod me;
 mod outbound;
 mod policy;
 mod ratelimit;
@@ -49,13 +50,14 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use config::{Config, ConfigEvent, ConfigStore};
 use parking_lot::Mutex;
-use stats::startup::{ComponentStatus, StartupStatus, StartupTracker};
+use stats::startup::{ComponentStatus, StartupTracker};
 use stats::Stats;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::housekeeping::CounterState;
+pub use crate::me::{DcRow, Floor, PoolSnapshot, WriterRow};
 use crate::policy::{Policy, Rebuilt};
 use crate::upstream::Upstreams;
 pub use crate::upstream::{
@@ -155,6 +157,8 @@ pub(crate) struct Inner {
     listeners: listener::Listeners,
     /// TLS front profiles and the emulated flights (docs/PROTOCOL.md §4.9).
     fronts: tls_front::Fronts,
+    /// The middle-proxy pool when `general.use_middle_proxy` was set at start.
+    me: Option<me::MePool>,
 }
 
 impl Inner {
@@ -162,9 +166,20 @@ impl Inner {
         let Rebuilt { policy, .. } = Policy::build(cfg, None, 1);
         let fronts = tls_front::Fronts::new();
         fronts.set_domains(policy.tls.allowed_domains.clone());
+        let upstreams = Arc::new(Upstreams::new(cfg, Arc::clone(&stats)));
+        let cancel = CancellationToken::new();
+        let me = cfg.general.use_middle_proxy.then(|| {
+            me::MePool::new(
+                cfg,
+                Arc::clone(&stats),
+                Arc::clone(&upstreams),
+                cancel.child_token(),
+            )
+        });
         Self {
             fronts,
-            upstreams: Arc::new(Upstreams::new(cfg, Arc::clone(&stats))),
+            me,
+            upstreams,
             stats,
             policy: ArcSwap::from_pointee(policy),
             rebuild: Mutex::new(()),
@@ -173,7 +188,7 @@ impl Inner {
             accepting: AtomicBool::new(false),
             stop_accepting: watch::Sender::new(false),
             cut: watch::Sender::new(false),
-            cancel: CancellationToken::new(),
+            cancel,
             live: Live(AtomicUsize::new(0)),
             listeners,
         }
@@ -216,6 +231,9 @@ impl Inner {
         } = Policy::build(cfg, Some(&prev), prev.generation + 1);
         let policy = Arc::new(policy);
         let domains_changed = self.fronts.set_domains(policy.tls.allowed_domains.clone());
+        if let Some(pool) = &self.me {
+            pool.apply_config(cfg);
+        }
         // The old policy holds a reference to every user: free it off the write path.
         self.retirer.retire(self.policy.swap(Arc::clone(&policy)));
         // After the swap: the refresh task reads what it fetches from the published policy.
@@ -274,21 +292,18 @@ impl Inner {
 /// Entry point.
 pub struct Dataplane;
 
-/// Reports the middle-proxy stage: this build routes directly, so the stage is skipped, or
-/// failed (and the process degraded) when the config asks for the middle proxy.
+/// Registers the middle-proxy stage: skipped in direct mode; otherwise the pool comes up in
+/// the background (`me::supervise`) and the stage finishes when it is ready.
 fn report_me_route(cfg: &Config, startup: &StartupTracker) {
     startup.register("me_pool", "Middle-proxy pool", true);
-    let now = SystemTime::now();
-    if cfg.general.use_middle_proxy {
-        tracing::warn!("general.use_middle_proxy = true, but the middle-proxy route is not implemented in this build; routing directly");
-        let why = "middle-proxy route not implemented in this build".to_owned();
-        startup.finish("me_pool", ComponentStatus::Failed, Some(why.clone()), now);
-        startup.set_me_status(StartupStatus::Failed);
-        startup.set_me_error(Some(why));
-        startup.set_degraded(true);
-    } else {
+    if !cfg.general.use_middle_proxy {
         let why = "direct mode (general.use_middle_proxy = false)".to_owned();
-        startup.finish("me_pool", ComponentStatus::Skipped, Some(why), now);
+        startup.finish(
+            "me_pool",
+            ComponentStatus::Skipped,
+            Some(why),
+            SystemTime::now(),
+        );
     }
 }
 
@@ -388,6 +403,17 @@ impl Dataplane {
             tracing::info!(addrs = ?bound, "client listeners started");
         }
         report_me_route(cfg, &startup);
+        let mut tasks = tasks;
+        if let Some(pool) = &inner.me {
+            pool.start();
+            tasks.push(rt.spawn(me::supervise(
+                pool.clone(),
+                Arc::clone(&latest.config),
+                latest.path.clone(),
+                Arc::clone(&startup),
+                inner.cancel.child_token(),
+            )));
+        }
         Ok(DataplaneHandle {
             inner,
             counters,
@@ -413,6 +439,16 @@ impl DataplaneHandle {
     /// Whether listeners admit new connections.
     pub fn accepting_new_connections(&self) -> bool {
         self.inner.accepting.load(Ordering::Relaxed)
+    }
+
+    /// The middle-proxy pool, when the ME route is configured.
+    pub fn me_pool_snapshot(&self) -> Option<PoolSnapshot> {
+        self.inner.me.as_ref().map(|p| p.snapshot())
+    }
+
+    /// Whether the middle-proxy pool covers every DC (false in direct mode).
+    pub fn me_ready(&self) -> bool {
+        self.inner.me.as_ref().is_some_and(|p| p.ready())
     }
 
     /// Live relayed sessions per route.

@@ -196,6 +196,10 @@ pub(crate) struct Policy {
     pub(crate) legacy_flights: FlightTable,
     /// `censorship.tls_record_shaping`: small records first to ee clients.
     pub(crate) tls_record_shaping: bool,
+    /// Ad tags for the middle-proxy route: `access.user_ad_tags`, else `general.ad_tag`.
+    pub(crate) ad_tags: AdTags,
+    /// `general.max_client_frame` (middle-proxy route, docs/PROTOCOL.md §3.4).
+    pub(crate) max_client_frame: usize,
     /// `server_hello_delay_*` when set.
     pub(crate) hello_delay_ms: Option<(u64, u64)>,
     pub(crate) client_handshake: Duration,
@@ -210,6 +214,20 @@ pub(crate) struct Policy {
     pub(crate) cidr_rates: crate::ratelimit::CidrLimits,
     /// Users with a scheduled quota reset (`access.user_quota_reset`).
     pub(crate) quota_resets: Vec<(Arc<UserRuntime>, config::QuotaResetSchedule)>,
+}
+
+/// Ad tags sent in RPC_PROXY_REQ (hot-reloaded with the policy).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AdTags {
+    pub(crate) global: Option<[u8; 16]>,
+    pub(crate) per_user: std::collections::HashMap<String, [u8; 16]>,
+}
+
+impl AdTags {
+    /// The tag for `user`: their own, else the global one.
+    pub(crate) fn for_user(&self, user: &str) -> Option<[u8; 16]> {
+        self.per_user.get(user).copied().or(self.global)
+    }
 }
 
 /// The replay caches (docs/PROTOCOL.md §5), kept across publishes; resized in place when
@@ -401,6 +419,16 @@ impl Policy {
             mask_proxy_protocol: c.mask_proxy_protocol,
             tls_emulation: c.tls_emulation,
             tls_record_shaping: c.tls_record_shaping,
+            ad_tags: AdTags {
+                global: cfg.general.ad_tag.map(|t| t.0),
+                per_user: cfg
+                    .access
+                    .user_ad_tags
+                    .iter()
+                    .map(|(u, t)| (u.clone(), t.0))
+                    .collect(),
+            },
+            max_client_frame: cfg.general.max_client_frame.max(4),
             legacy_flights: FlightTable {
                 plans: Vec::new(),
                 fallback: FlightPlan {

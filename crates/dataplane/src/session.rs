@@ -15,8 +15,10 @@ use crate::admission;
 use crate::handshake::{self, Rejected};
 use crate::io_util::read_some;
 use crate::masking::{self, MaskJob};
+use crate::me::Route;
 use crate::policy::Policy;
 use crate::relay::direct::DirectRelay;
+use crate::relay::me::MeRelay;
 use crate::relay::RelayEnd;
 use crate::Inner;
 
@@ -190,46 +192,106 @@ pub(crate) async fn handle(
     } = auth;
     drop(raw);
 
-    let fast = policy.fast_mode.then_some((&enc_key, &enc_iv));
-    let link = crate::dc::open(&policy.dc, &inner.upstreams, tag, dc, fast, &pending);
-    let link = tokio::select! {
-        r = link => r,
-        _ = cut.wait_for(|c| *c) => return,
-        _ = close_rx.wait_for(|g| *g != start_gen) => return,
-    };
-    let link = match link {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::debug!(%peer, user = %user.name, error = %e, "DC link failed");
-            return;
-        }
-    };
-    drop(pending);
-    let route = inner.stats.open_route(stats::Route::Direct);
     let throttle = crate::ratelimit::Throttle {
         cidr: policy.cidr_rates.for_ip(peer.ip()),
     };
-    let relay = DirectRelay {
-        client: &stream,
-        client_ciphers: ciphers,
-        dc_ciphers: link.ciphers,
-        fast: link.fast,
-        deframer,
-        user: &user,
-        user_stats: admitted.session.stats(),
-        idle: policy.idle,
-        throttle: &throttle,
-        shaping: policy.tls_record_shaping,
-    }
-    .run_on(link.stream);
-    drop(policy);
-    let end = tokio::select! {
-        end = relay => end,
-        _ = cut.wait_for(|c| *c) => RelayEnd::Cancelled("shutdown"),
-        _ = close_rx.wait_for(|g| *g != start_gen) => RelayEnd::Cancelled("user closed"),
+    let (down_tx, down_rx) = tokio::sync::mpsc::channel(crate::me::writer::SESSION_QUEUE);
+    let route = match inner.me.as_ref() {
+        None => Route::Direct,
+        Some(pool) => {
+            tokio::select! {
+                r = pool.route(dc, &down_tx) => r,
+                _ = cut.wait_for(|c| *c) => return,
+                _ = close_rx.wait_for(|g| *g != start_gen) => return,
+            }
+        }
+    };
+    drop(down_tx);
+    let end = match route {
+        Route::Unavailable => {
+            tracing::debug!(%peer, user = %user.name, dc, "no middle-proxy writer and fallback off");
+            return;
+        }
+        Route::Me {
+            writer,
+            conn_id,
+            cluster,
+        } => {
+            tracing::debug!(%peer, user = %user.name, dc, cluster, conn_id, "session via middle proxy");
+            let guard = inner.stats.open_route(stats::Route::MiddleProxy);
+            let our_addr = inner.me.as_ref().map_or(local, |p| p.our_addr(local));
+            let relay = MeRelay {
+                client: &stream,
+                client_ciphers: ciphers,
+                deframer,
+                framing: tag.into(),
+                pending,
+                user: &user,
+                user_stats: admitted.session.stats(),
+                stats: &inner.stats,
+                idle: policy.idle,
+                throttle: &throttle,
+                shaping: policy.tls_record_shaping,
+                max_frame: policy.max_client_frame,
+                writer,
+                conn_id,
+                down: down_rx,
+                client_addr: peer,
+                our_addr,
+                ad_tag: policy.ad_tags.for_user(&user.name),
+            }
+            .run();
+            drop(policy);
+            let end = tokio::select! {
+                end = relay => end,
+                _ = cut.wait_for(|c| *c) => RelayEnd::Cancelled("shutdown"),
+                _ = close_rx.wait_for(|g| *g != start_gen) => RelayEnd::Cancelled("user closed"),
+            };
+            drop(guard);
+            end
+        }
+        Route::Direct => {
+            drop(down_rx);
+            let fast = policy.fast_mode.then_some((&enc_key, &enc_iv));
+            let link = crate::dc::open(&policy.dc, &inner.upstreams, tag, dc, fast, &pending);
+            let link = tokio::select! {
+                r = link => r,
+                _ = cut.wait_for(|c| *c) => return,
+                _ = close_rx.wait_for(|g| *g != start_gen) => return,
+            };
+            let link = match link {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(%peer, user = %user.name, error = %e, "DC link failed");
+                    return;
+                }
+            };
+            drop(pending);
+            let guard = inner.stats.open_route(stats::Route::Direct);
+            let relay = DirectRelay {
+                client: &stream,
+                client_ciphers: ciphers,
+                dc_ciphers: link.ciphers,
+                fast: link.fast,
+                deframer,
+                user: &user,
+                user_stats: admitted.session.stats(),
+                idle: policy.idle,
+                throttle: &throttle,
+                shaping: policy.tls_record_shaping,
+            }
+            .run_on(link.stream);
+            drop(policy);
+            let end = tokio::select! {
+                end = relay => end,
+                _ = cut.wait_for(|c| *c) => RelayEnd::Cancelled("shutdown"),
+                _ = close_rx.wait_for(|g| *g != start_gen) => RelayEnd::Cancelled("user closed"),
+            };
+            drop(guard);
+            end
+        }
     };
     tracing::debug!(%peer, user = %user.name, %end, "session ended");
-    drop(route);
     drop(admitted);
 }
 

@@ -18,3 +18,6 @@ mod reload;
 
 #[path = "e2e/fronting.rs"]
 mod fronting;
+
+#[path = "e2e/me.rs"]
+mod me;

@@ -174,11 +174,81 @@ fn dc_check(r: &mut Report, cfg: &Config) {
             "no DC is reachable: open outbound TCP 443, or chain through [[upstreams]]",
         );
     }
-    if cfg.general.use_middle_proxy {
+}
+
+/// With the middle-proxy route on: the cached proxy config must list reachable middle proxies.
+fn me_check(r: &mut Report, cfg: &Config, path: &Path) {
+    if !cfg.general.use_middle_proxy {
+        return;
+    }
+    let key = "general.proxy_config_v4_cache_path";
+    let configured = cfg
+        .general
+        .proxy_config_v4_cache_path
+        .as_deref()
+        .unwrap_or("cache/proxy-config-v4.txt");
+    let file = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(configured);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            return r.warn(
+                "middle proxies",
+                format!("no proxy config cache at {} ({key}): {e}", file.display()),
+                "the proxy downloads it at start; without network access to core.telegram.org, put a copy there",
+            )
+        }
+    };
+    let parsed = match proto::me::parse_proxy_config(&text) {
+        Ok(p) if !p.proxy_for.is_empty() => p,
+        Ok(_) => {
+            return r.fail(
+                "middle proxies",
+                format!("{} lists no proxy_for lines", file.display()),
+                "delete the file so the proxy downloads a fresh one",
+            )
+        }
+        Err(e) => {
+            return r.fail(
+                "middle proxies",
+                format!("{}: {e}", file.display()),
+                "delete the file so the proxy downloads a fresh one",
+            )
+        }
+    };
+    let mut endpoints: Vec<SocketAddr> = parsed.proxy_for.iter().map(|(_, a)| *a).collect();
+    endpoints.sort();
+    endpoints.dedup();
+    let total = endpoints.len();
+    let failed: Vec<String> = endpoints
+        .iter()
+        .take(8)
+        .filter_map(|a| connect(*a).err().map(|e| format!("{a}: {e}")))
+        .collect();
+    let tried = total.min(8);
+    if failed.is_empty() {
+        r.ok(
+            "middle proxies",
+            format!("{tried} of {total} probed, all reachable"),
+        );
+    } else if failed.len() < tried {
         r.warn(
             "middle proxies",
-            "use_middle_proxy = true, but this build routes directly",
-            "set general.use_middle_proxy = false",
+            format!(
+                "{} of {tried} probed unreachable: {}",
+                failed.len(),
+                failed.join("; ")
+            ),
+            "the pool avoids dead endpoints; check the outbound firewall if this persists",
+        );
+    } else {
+        r.fail(
+            "middle proxies",
+            format!("none reachable: {}", failed.join("; ")),
+            "open outbound TCP to the middle proxies (port 8888), or set use_middle_proxy = false",
         );
     }
 }
@@ -237,6 +307,7 @@ pub fn run(path: &Path) -> ExitCode {
     }
     mask_check(&mut r, &cfg);
     dc_check(&mut r, &cfg);
+    me_check(&mut r, &cfg, path);
     fd_check(&mut r);
     println!(
         "skip  clock: no time source is configured to compare with; keep NTP running (timedatectl)"

@@ -2,8 +2,8 @@
 //!
 //! What is real today: counters/users/IPs/events (`stats`), the startup tracker, config reload
 //! counters, local interface addresses as detected IPs, and from the data plane admission
-//! state and the upstream rows with health/latency. Not built yet, reported as unavailable:
-//! the middle-proxy pool (`me_pool() == None`) and the NAT/STUN probe (`nat_stun() == None`).
+//! state, the upstream rows with health/latency and the middle-proxy pool (`None` in direct
+//! mode). Not built yet, reported as unavailable: the NAT/STUN probe (`nat_stun() == None`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -90,6 +90,136 @@ fn from_dataplane(row: dataplane::UpstreamRow) -> UpstreamSnapshot {
     }
 }
 
+/// The API's view of the ME pool: the pool's rows, plus what the views derive from config
+/// (adaptive-floor budgets) and the process (interfaces, SOCKS BND).
+fn me_snapshot(
+    pool: dataplane::PoolSnapshot,
+    g: &config::General,
+    detected: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+    bnd: Option<dataplane::BndObservation>,
+) -> MePoolSnapshot {
+    use api::runtime::{
+        AddrFamily, BndAddrState, BndPortState, MeAdaptiveFloorRuntime, MeBndSnapshot, MeDcPath,
+        MeDcSnapshot, MeQuarantineEntry, MeRefillInflight, MeSelftestInputs, MeWriterSnapshot,
+        WriterContour,
+    };
+    let contour = |c: &str| match c {
+        "active" => WriterContour::Active,
+        "draining" => WriterContour::Draining,
+        _ => WriterContour::Warm,
+    };
+    let writers: Vec<MeWriterSnapshot> = pool
+        .writers
+        .iter()
+        .map(|w| MeWriterSnapshot {
+            writer_id: w.id,
+            dc: Some(w.dc),
+            endpoint: w.endpoint,
+            generation: w.generation,
+            contour: contour(w.contour),
+            draining: w.draining,
+            degraded: w.degraded,
+            bound_clients: w.bound_clients,
+            idle_for_secs: w.idle_for_secs,
+            rtt_ema_ms: w.rtt_ema_ms,
+        })
+        .collect();
+    let detected_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cores = match g.me_adaptive_floor_cpu_cores_override {
+        0 => detected_cores,
+        n => u32::from(n),
+    };
+    let per_core = |n: u16| u64::from(n) * u64::from(cores);
+    let raw = per_core(g.me_adaptive_floor_writers_per_core_total);
+    let active_cfg = u64::from(g.me_adaptive_floor_max_active_writers_global);
+    let warm_cfg = u64::from(g.me_adaptive_floor_max_warm_writers_global);
+    let count = |c: WriterContour| writers.iter().filter(|w| w.contour == c).count() as u64;
+    let adaptive = MeAdaptiveFloorRuntime {
+        cpu_cores_detected: detected_cores,
+        cpu_cores_effective: cores,
+        global_cap_raw: raw,
+        global_cap_effective: raw.min(active_cfg),
+        target_writers_total: pool.dcs.iter().map(|d| d.floor.target as u64).sum(),
+        active_cap_configured: active_cfg,
+        active_cap_effective: per_core(g.me_adaptive_floor_max_active_writers_per_core)
+            .min(active_cfg),
+        warm_cap_configured: warm_cfg,
+        warm_cap_effective: per_core(g.me_adaptive_floor_max_warm_writers_per_core).min(warm_cfg),
+        active_writers_current: count(WriterContour::Active),
+        warm_writers_current: count(WriterContour::Warm),
+    };
+    let bnd = bnd.map_or_else(MeBndSnapshot::default, |b| MeBndSnapshot {
+        addr_state: match b.addr_state {
+            dataplane::BndAddrStatus::Ok => BndAddrState::Ok,
+            dataplane::BndAddrStatus::Bogon => BndAddrState::Bogon,
+            dataplane::BndAddrStatus::Error => BndAddrState::Error,
+        },
+        port_state: match b.port_state {
+            dataplane::BndPortStatus::Ok => BndPortState::Ok,
+            dataplane::BndPortStatus::Zero => BndPortState::Zero,
+            dataplane::BndPortStatus::Error => BndPortState::Error,
+        },
+        last_addr: b.addr,
+        last_seen_age_secs: b.observed_at.elapsed().ok().map(|d| d.as_secs()),
+    });
+    MePoolSnapshot {
+        taken_at: pool.taken_at,
+        active_generation: pool.active_generation,
+        warm_generation: pool.warm_generation,
+        pending_hardswap_generation: 0,
+        pending_hardswap_age_secs: None,
+        hardswap_enabled: pool.hardswap,
+        network_path: pool
+            .dcs
+            .iter()
+            .map(|d| MeDcPath {
+                dc: d.dc,
+                ip_preference: None,
+                selected_addr_v4: d.endpoints.iter().copied().find(|a| a.is_ipv4()),
+                selected_addr_v6: d.endpoints.iter().copied().find(|a| a.is_ipv6()),
+            })
+            .collect(),
+        dcs: pool
+            .dcs
+            .into_iter()
+            .map(|d| MeDcSnapshot {
+                dc: d.dc,
+                endpoints: d.endpoints,
+                floor_min: d.floor.min,
+                floor_target: d.floor.target,
+                floor_max: d.floor.max,
+                floor_capped: d.floor.capped,
+                load: d.load,
+            })
+            .collect(),
+        refill: pool
+            .refill
+            .into_iter()
+            .map(|(dc, inflight)| MeRefillInflight {
+                dc,
+                family: AddrFamily::V4,
+                inflight,
+            })
+            .collect(),
+        quarantine: pool
+            .quarantine
+            .into_iter()
+            .map(|(endpoint, remaining_ms)| MeQuarantineEntry {
+                endpoint,
+                remaining_ms,
+            })
+            .collect(),
+        writers,
+        adaptive,
+        selftest: MeSelftestInputs {
+            timeskew: Default::default(),
+            interface_v4: detected.0,
+            interface_v6: detected.1,
+            bnd,
+        },
+    }
+}
+
 impl Runtime for RuntimeHandle {
     fn stats(&self) -> &Stats {
         &self.stats
@@ -102,13 +232,15 @@ impl Runtime for RuntimeHandle {
     fn gates(&self) -> GatesSnapshot {
         GatesSnapshot {
             accepting_new_connections: self.dataplane.accepting_new_connections(),
-            // No middle-proxy pool exists in this build.
-            me_runtime_ready: false,
+            me_runtime_ready: self.dataplane.me_ready(),
         }
     }
 
     fn me_pool(&self) -> Option<MePoolSnapshot> {
-        None
+        let pool = self.dataplane.me_pool_snapshot()?;
+        let cfg = self.store.current();
+        let bnd = self.dataplane.upstream_bnd();
+        Some(me_snapshot(pool, &cfg.config.general, self.detected, bnd))
     }
 
     fn upstreams(&self) -> Option<UpstreamsSnapshot> {

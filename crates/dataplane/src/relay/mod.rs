@@ -22,6 +22,7 @@
 //! an RPC message on its link, and frame the answers back through the same `ClientOut`.
 
 pub(crate) mod direct;
+pub(crate) mod me;
 
 use std::io::{self, IoSliceMut};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -313,6 +314,26 @@ impl ClientOut {
             let len = left.min(rec.len() - TLS_HEADER);
             f(&mut rec[TLS_HEADER..TLS_HEADER + len]);
             left -= len;
+        }
+    }
+
+    /// Appends `payload` (already encrypted for the client) to `out` as the client sees it:
+    /// records of the current size for ee clients, the bytes as they are otherwise. For
+    /// routes that hold the payload in their own buffer (the middle-proxy route).
+    pub(crate) fn wrap(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        let Some(unit) = self.record() else {
+            out.extend_from_slice(payload);
+            return;
+        };
+        for body in payload.chunks(unit - TLS_HEADER) {
+            // ≤ TLS_RECORD_MAX by the chunking, so it fits the 16-bit length.
+            let be = (body.len() as u16).to_be_bytes();
+            out.extend_from_slice(&[0x17, 0x03, 0x03, be[0], be[1]]);
+            out.extend_from_slice(body);
+        }
+        if let Some(r) = self.ramp.as_mut() {
+            r.small_left = r.small_left.saturating_sub(payload.len());
+            r.last_write = Some(Instant::now());
         }
     }
 

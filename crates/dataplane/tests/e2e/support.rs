@@ -43,6 +43,8 @@ pub struct Cfg {
     pub handshake_secs: u64,
     /// `server.port`; `None` = an ephemeral port chosen at start (fixed for the test).
     pub port: Option<u16>,
+    /// `Some(keys)`: `use_middle_proxy = true` plus these `[general]` lines.
+    pub middle_proxy: Option<String>,
 }
 
 impl Default for Cfg {
@@ -62,6 +64,7 @@ impl Default for Cfg {
             mask: true,
             handshake_secs: 10,
             port: None,
+            middle_proxy: None,
         }
     }
 }
@@ -85,7 +88,7 @@ impl Cfg {
             users.push_str(&format!("{n} = \"{}\"\n", hex(s)));
         }
         format!(
-            "[general]\nuse_middle_proxy = false\nfast_mode = {fast}\n{general}\n\n\
+            "[general]\n{me}\nfast_mode = {fast}\n{general}\n\n\
              [general.modes]\nclassic = {c}\nsecure = {s}\ntls = {t}\n\n\
              [server]\nport = {port}\n{server}\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
              [timeouts]\nclient_handshake = {hs}\ntg_connect = 3\n{timeouts}\n\n\
@@ -94,6 +97,10 @@ impl Cfg {
              [access]\n{access}\n\n[access.users]\n{users}\n\
              [dc_overrides]\n\"2\" = [\"{dc}\"]\n\"-2\" = [\"{dc}\"]\n\"4\" = [\"{dc}\"]\n\n{tail}\n",
             fast = self.fast_mode,
+            me = match &self.middle_proxy {
+                Some(keys) => format!("use_middle_proxy = true\n{keys}"),
+                None => "use_middle_proxy = false".into(),
+            },
             general = self.general,
             c = self.classic,
             s = self.secure,

@@ -564,6 +564,14 @@ impl TestConn {
         self.writer.tag
     }
 
+    /// Our end of the TCP connection (what the proxy reports as the client's address).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.writer
+            .wr
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
     /// Sets the per-call receive timeout.
     pub fn set_timeout(&mut self, d: Duration) {
         self.reader.timeout = d;

@@ -1,0 +1,846 @@
+//! The ME writer pool: which writers exist per DC, opening and replacing them, and choosing one
+//! for a new client (docs/ME-MODEL.md).
+//!
+//! Owns: the endpoint registry (per-endpoint failures, backoff and quarantine), the writer
+//! list with generations and contours, the per-DC floors, the refill task, readiness and the
+//! ME → direct fallback clock, writer choice (`sorted_rr`, `p2c`) and the pool snapshot.
+//! Must not: move client bytes (the writers and the ME relay do), fetch the proxy config
+//! (the inputs module does), or hold its lock across `.await`.
+//!
+//! ```text
+//!  inputs (secret, proxy_for table) ─► set_inputs ─► generation N+1 (warm)
+//!  refill tick (500 ms, or woken) ──► per DC: alive < required ─► connect (upstreams) ─► writer
+//!  warm generation covers every DC ─► swap: N+1 active, N draining ─► closed when empty / TTL
+//!  session ─► route(dc) ─► Me(writer, conn_id) | Direct (fallback windows) | Unavailable
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use config::{Config, MeFloorMode, MeRouteNoWriterMode, MeWriterPickMode};
+use parking_lot::Mutex;
+use stats::Stats;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::writer::{self, Keepalive, Open, Writer};
+use crate::upstream::Upstreams;
+
+/// How often the refill task looks at the pool when nothing woke it.
+const TICK: Duration = Duration::from_millis(500);
+/// Consecutive connect failures after which an endpoint is listed as quarantined.
+const QUARANTINE_AFTER: u32 = 3;
+/// Fallback window before the pool was ever ready (docs/spec: ME fallback behaviour).
+pub(crate) const STARTUP_GRACE: Duration = Duration::from_secs(80);
+/// Fallback window once readiness was lost after having been reached.
+pub(crate) const RUNTIME_GRACE: Duration = Duration::from_secs(6);
+
+/// What the pool needs from the ME inputs: the proxy secret and the `proxy_for` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolInputs {
+    pub(crate) secret: Arc<[u8]>,
+    /// Endpoints per DC (signed: negative = media), in the config's order.
+    pub(crate) endpoints: BTreeMap<i16, Vec<SocketAddr>>,
+    /// Cluster for DC indexes without `proxy_for` lines (docs/PROTOCOL.md §7.9).
+    pub(crate) default_dc: i16,
+}
+
+impl PoolInputs {
+    /// The DC whose endpoints serve client DC index `dc` (§7.9).
+    pub(crate) fn cluster_for(&self, dc: i16) -> i16 {
+        if dc != 0 && self.endpoints.contains_key(&dc) {
+            dc
+        } else {
+            self.default_dc
+        }
+    }
+}
+
+/// Pool settings from `[general]` (re-read on every config publish).
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSettings {
+    pub(crate) keepalive: Keepalive,
+    pub(crate) pick: MeWriterPickMode,
+    pub(crate) sample: usize,
+    pub(crate) floor_mode: MeFloorMode,
+    pub(crate) min_single: usize,
+    pub(crate) min_multi: usize,
+    pub(crate) shadow_single: usize,
+    pub(crate) idle_shrink_after: Duration,
+    pub(crate) active_cap: usize,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_cap: Duration,
+    pub(crate) fast_retries: u32,
+    pub(crate) max_concurrent_per_dc: usize,
+    pub(crate) drain_ttl: Duration,
+    pub(crate) force_close: Duration,
+    pub(crate) fallback: bool,
+    pub(crate) no_writer_wait: Duration,
+    pub(crate) nat_ip: Option<IpAddr>,
+    pub(crate) hardswap: bool,
+}
+
+impl PoolSettings {
+    pub(crate) fn from_config(cfg: &Config) -> Self {
+        let g = &cfg.general;
+        let no_writer_wait = match g.me_route_no_writer_mode {
+            MeRouteNoWriterMode::AsyncRecoveryFailfast => g.me_route_no_writer_wait_ms,
+            MeRouteNoWriterMode::InlineRecoveryLegacy => g.me_route_no_writer_wait_ms,
+            MeRouteNoWriterMode::HybridAsyncPersistent => g.me_route_hybrid_max_wait_ms,
+        };
+        Self {
+            keepalive: Keepalive {
+                enabled: g.me_keepalive_enabled,
+                interval: Duration::from_secs(g.me_keepalive_interval_secs.max(1)),
+                jitter: Duration::from_secs(g.me_keepalive_jitter_secs),
+            },
+            pick: g.me_writer_pick_mode,
+            sample: usize::from(g.me_writer_pick_sample_size).max(2),
+            floor_mode: g.me_floor_mode,
+            min_single: usize::from(g.me_adaptive_floor_min_writers_single_endpoint).max(1),
+            min_multi: usize::from(g.me_adaptive_floor_min_writers_multi_endpoint).max(1),
+            shadow_single: usize::from(g.me_single_endpoint_shadow_writers),
+            idle_shrink_after: Duration::from_secs(g.me_adaptive_floor_idle_secs),
+            active_cap: (g.me_adaptive_floor_max_active_writers_global as usize).max(1),
+            backoff_base: Duration::from_millis(g.me_reconnect_backoff_base_ms.max(1)),
+            backoff_cap: Duration::from_millis(
+                g.me_reconnect_backoff_cap_ms
+                    .max(g.me_reconnect_backoff_base_ms),
+            ),
+            fast_retries: g.me_reconnect_fast_retry_count,
+            max_concurrent_per_dc: (g.me_reconnect_max_concurrent_per_dc as usize).max(1),
+            drain_ttl: Duration::from_secs(g.me_pool_drain_ttl_secs),
+            force_close: Duration::from_secs(g.effective_me_pool_force_close_secs()),
+            fallback: g.me2dc_fallback,
+            no_writer_wait: Duration::from_millis(no_writer_wait),
+            nat_ip: g.middle_proxy_nat_ip,
+            hardswap: g.hardswap,
+        }
+    }
+
+    /// Backoff before the next connect to an endpoint that failed `fails` times in a row:
+    /// the base for the fast retries, then doubling up to the cap.
+    fn backoff(&self, fails: u32) -> Duration {
+        if fails <= self.fast_retries {
+            return self.backoff_base;
+        }
+        let exp = (fails - self.fast_retries).min(16);
+        self.backoff_base
+            .saturating_mul(1u32 << exp)
+            .min(self.backoff_cap)
+    }
+}
+
+/// Per-endpoint connect history.
+#[derive(Debug, Default, Clone)]
+struct EndpointHealth {
+    fails: u32,
+    next_try: Option<Instant>,
+}
+
+/// Floor figures of one DC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Floor {
+    pub min: usize,
+    pub target: usize,
+    pub max: usize,
+    pub capped: bool,
+}
+
+struct State {
+    inputs: Option<Arc<PoolInputs>>,
+    /// Newest generation (writers are opened for it).
+    generation: u64,
+    /// Generation new clients are bound to (0 = none yet).
+    active: u64,
+    writers: Vec<Writer>,
+    /// Draining writers with their force-close deadline.
+    draining: Vec<(Writer, Instant)>,
+    health: HashMap<SocketAddr, EndpointHealth>,
+    inflight: HashMap<i16, usize>,
+    rr: HashMap<i16, usize>,
+    /// Last time a client was routed to each DC (adaptive floors).
+    last_used: HashMap<i16, Instant>,
+    first_ready: Option<Instant>,
+    /// Since when the pool has not been ready.
+    unready_since: Instant,
+    ready: bool,
+    next_writer_id: u64,
+}
+
+/// Maps a local address to the public one the middle proxy sees, when known.
+pub(crate) type PublicIp = Arc<dyn Fn(IpAddr) -> Option<IpAddr> + Send + Sync>;
+
+/// The pool handle (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct MePool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    stats: Arc<Stats>,
+    upstreams: Arc<Upstreams>,
+    settings: Mutex<Arc<PoolSettings>>,
+    state: Mutex<State>,
+    conn_ids: AtomicU64,
+    wake: Notify,
+    ready_tx: watch::Sender<bool>,
+    cancel: CancellationToken,
+    /// Our public address per family, when known (NAT / STUN), for the KDF.
+    public_ip: Mutex<Option<PublicIp>>,
+}
+
+/// Where a new client session goes.
+pub(crate) enum Route {
+    /// Through this writer with this connection id (already bound to `down`).
+    Me {
+        writer: Writer,
+        conn_id: u64,
+        cluster: i16,
+    },
+    /// Directly to the DC (fallback).
+    Direct,
+    /// Neither: no writer and fallback not allowed.
+    Unavailable,
+}
+
+impl MePool {
+    pub(crate) fn new(
+        cfg: &Config,
+        stats: Arc<Stats>,
+        upstreams: Arc<Upstreams>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (ready_tx, _) = watch::channel(false);
+        let inner = Inner {
+            stats,
+            upstreams,
+            settings: Mutex::new(Arc::new(PoolSettings::from_config(cfg))),
+            state: Mutex::new(State {
+                inputs: None,
+                generation: 0,
+                active: 0,
+                writers: Vec::new(),
+                draining: Vec::new(),
+                health: HashMap::new(),
+                inflight: HashMap::new(),
+                rr: HashMap::new(),
+                last_used: HashMap::new(),
+                first_ready: None,
+                unready_since: Instant::now(),
+                ready: false,
+                next_writer_id: 1,
+            }),
+            conn_ids: AtomicU64::new(rand::random::<u64>() >> 1),
+            wake: Notify::new(),
+            ready_tx,
+            cancel,
+            public_ip: Mutex::new(None),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Installs the public-address lookup used in the KDF (NAT / STUN).
+    #[allow(dead_code)] // Wired by the NAT probe.
+    pub(crate) fn set_public_ip(&self, f: PublicIp) {
+        *self.inner.public_ip.lock() = Some(f);
+    }
+
+    /// The address a client reached as the middle proxy should see it (NAT-translated).
+    pub(crate) fn our_addr(&self, local: SocketAddr) -> SocketAddr {
+        let s = self.settings();
+        let lookup = self.inner.public_ip.lock().clone();
+        let ip = s
+            .nat_ip
+            .filter(|ip| ip.is_ipv4() == local.is_ipv4())
+            .or_else(|| lookup.and_then(|f| f(local.ip())))
+            .unwrap_or(local.ip());
+        SocketAddr::new(ip, local.port())
+    }
+
+    /// Re-reads `[general]` (a config publish).
+    pub(crate) fn apply_config(&self, cfg: &Config) {
+        *self.inner.settings.lock() = Arc::new(PoolSettings::from_config(cfg));
+        self.inner.wake.notify_one();
+    }
+
+    fn settings(&self) -> Arc<PoolSettings> {
+        Arc::clone(&self.inner.settings.lock())
+    }
+
+    /// New inputs: when the secret or the endpoint table changed, a new generation is opened
+    /// and swapped in once it covers every DC (the old one drains).
+    pub(crate) fn set_inputs(&self, inputs: PoolInputs) {
+        let mut st = self.inner.state.lock();
+        if st.inputs.as_deref() == Some(&inputs) {
+            return;
+        }
+        st.inputs = Some(Arc::new(inputs));
+        st.generation += 1;
+        tracing::info!(
+            generation = st.generation,
+            "ME inputs changed: opening a new writer generation"
+        );
+        drop(st);
+        self.inner.wake.notify_one();
+    }
+
+    /// Whether every DC has a live writer in the active generation.
+    pub(crate) fn ready(&self) -> bool {
+        self.inner.state.lock().ready
+    }
+
+    /// A receiver that changes when readiness does.
+    pub(crate) fn ready_watch(&self) -> watch::Receiver<bool> {
+        self.inner.ready_tx.subscribe()
+    }
+
+    /// Spawns the refill task.
+    pub(crate) fn start(&self) {
+        let pool = self.clone();
+        tokio::spawn(async move { pool.refill_loop().await });
+    }
+
+    async fn refill_loop(self) {
+        loop {
+            self.tick();
+            tokio::select! {
+                _ = self.inner.cancel.cancelled() => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+        let mut st = self.inner.state.lock();
+        for w in st.writers.drain(..) {
+            w.close();
+        }
+        for (w, _) in st.draining.drain(..) {
+            w.close();
+        }
+    }
+
+    /// Required writers for one DC with `n` endpoints, before the global cap.
+    fn floor(s: &PoolSettings, n: usize, idle: bool) -> Floor {
+        let (min, target) = if n <= 1 {
+            (s.min_single, s.min_single + s.shadow_single)
+        } else {
+            (s.min_multi, n.max(s.min_multi))
+        };
+        let target = if idle && s.floor_mode == MeFloorMode::Adaptive {
+            min
+        } else {
+            target
+        };
+        Floor {
+            min,
+            target,
+            max: target.max(min),
+            capped: false,
+        }
+    }
+
+    /// Floors of every DC, with the global active cap applied.
+    fn floors(s: &PoolSettings, st: &State, inputs: &PoolInputs) -> BTreeMap<i16, Floor> {
+        let now = Instant::now();
+        let mut floors: BTreeMap<i16, Floor> = inputs
+            .endpoints
+            .iter()
+            .map(|(&dc, eps)| {
+                let idle = st
+                    .last_used
+                    .get(&dc)
+                    .is_none_or(|t| now.duration_since(*t) >= s.idle_shrink_after)
+                    && st.first_ready.is_some();
+                (dc, Self::floor(s, eps.len(), idle))
+            })
+            .collect();
+        let total: usize = floors.values().map(|f| f.target).sum();
+        if total > s.active_cap {
+            // Scale every DC down proportionally, never below its minimum.
+            for f in floors.values_mut() {
+                let scaled = (f.target * s.active_cap / total).max(f.min);
+                if scaled < f.target {
+                    f.target = scaled;
+                    f.capped = true;
+                }
+            }
+        }
+        floors
+    }
+
+    /// One refill pass: prune dead writers, retire drained ones, open what is missing, swap
+    /// generations, update readiness.
+    fn tick(&self) {
+        let s = self.settings();
+        let now = Instant::now();
+        let pool_c = self.inner.stats.pool_counters();
+        let mut st = self.inner.state.lock();
+        st.writers.retain(|w| w.shared.alive());
+        st.draining.retain(|(w, deadline)| {
+            let done = !w.shared.alive() || w.shared.bound() == 0;
+            if !done && now >= *deadline {
+                pool_c.pool_force_close_total.inc();
+                w.close();
+                return false;
+            }
+            if done {
+                w.close();
+            }
+            !done
+        });
+        pool_c.pool_drain_active.set(st.draining.len() as u64);
+        let Some(inputs) = st.inputs.clone() else {
+            return;
+        };
+        let gen = st.generation;
+        let floors = Self::floors(&s, &st, &inputs);
+        // Generation swap: the newest generation covers every DC's minimum.
+        if st.active != gen {
+            let covered = floors.iter().all(|(dc, f)| {
+                st.writers
+                    .iter()
+                    .filter(|w| w.shared.dc == *dc && w.generation() == gen)
+                    .count()
+                    >= f.min
+            });
+            if covered {
+                let old = st.active;
+                st.active = gen;
+                if old != 0 {
+                    pool_c.pool_swap_total.inc();
+                    let deadline = now + s.drain_ttl.min(s.force_close).max(Duration::from_secs(1));
+                    let (keep, drain): (Vec<_>, Vec<_>) = std::mem::take(&mut st.writers)
+                        .into_iter()
+                        .partition(|w| w.generation() == gen);
+                    st.writers = keep;
+                    for w in drain {
+                        w.shared.draining.store(true, Ordering::Relaxed);
+                        st.draining.push((w, deadline));
+                    }
+                    tracing::info!(
+                        generation = gen,
+                        "ME generation swapped in; the previous one drains"
+                    );
+                }
+            }
+        }
+        // Refill.
+        for (&dc, floor) in &floors {
+            let alive = st
+                .writers
+                .iter()
+                .filter(|w| w.shared.dc == dc && w.generation() == gen)
+                .count();
+            let inflight = st.inflight.get(&dc).copied().unwrap_or(0);
+            let missing = floor.target.saturating_sub(alive + inflight);
+            let room = s.max_concurrent_per_dc.saturating_sub(inflight);
+            for _ in 0..missing.min(room) {
+                let Some(ep) = Self::pick_endpoint(&st, &inputs, dc, now) else {
+                    break;
+                };
+                // Reserve the slot so the next pass does not double it.
+                st.health.entry(ep).or_default().next_try = Some(now + s.backoff_base);
+                *st.inflight.entry(dc).or_default() += 1;
+                let id = st.next_writer_id;
+                st.next_writer_id += 1;
+                pool_c.refill_triggered_total.inc();
+                self.spawn_connect(id, dc, gen, ep, Arc::clone(&inputs.secret), Arc::clone(&s));
+            }
+        }
+        // Readiness: a live writer of the active generation for every DC.
+        let ready = st.active == gen
+            && floors.keys().all(|dc| {
+                st.writers
+                    .iter()
+                    .any(|w| w.shared.dc == *dc && w.generation() == gen)
+            });
+        if ready != st.ready {
+            st.ready = ready;
+            if ready {
+                st.first_ready.get_or_insert(now);
+                tracing::info!("ME pool ready: every DC has a writer");
+            } else {
+                st.unready_since = now;
+                tracing::warn!("ME pool not ready: some DC has no writer");
+            }
+            self.inner.ready_tx.send_replace(ready);
+        }
+    }
+
+    /// The endpoint of `dc` to connect next: not in backoff, fewest live writers.
+    fn pick_endpoint(st: &State, inputs: &PoolInputs, dc: i16, now: Instant) -> Option<SocketAddr> {
+        let eps = inputs.endpoints.get(&dc)?;
+        eps.iter()
+            .copied()
+            .filter(|ep| {
+                st.health
+                    .get(ep)
+                    .and_then(|h| h.next_try)
+                    .is_none_or(|t| now >= t)
+            })
+            .min_by_key(|ep| {
+                st.writers
+                    .iter()
+                    .filter(|w| w.shared.endpoint == *ep)
+                    .count()
+            })
+    }
+
+    fn spawn_connect(
+        &self,
+        id: u64,
+        dc: i16,
+        generation: u64,
+        endpoint: SocketAddr,
+        secret: Arc<[u8]>,
+        s: Arc<PoolSettings>,
+    ) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let stats = Arc::clone(&pool.inner.stats);
+            let mp = stats.middle_proxy_counters();
+            mp.reconnect_attempt_total.inc();
+            let lookup = pool.inner.public_ip.lock().clone();
+            let open = async {
+                let stream = pool
+                    .inner
+                    .upstreams
+                    .connect(dc, &[endpoint])
+                    .await
+                    .map_err(|e| writer::OpenError::Connect(e.to_string()))?;
+                let local_ip = match &stream {
+                    crate::outbound::OutboundStream::Tcp(t) => t.local_addr().ok().map(|a| a.ip()),
+                    crate::outbound::OutboundStream::Tunnel(_) => None,
+                };
+                let public_ip = s
+                    .nat_ip
+                    .or_else(|| local_ip.and_then(|ip| lookup.as_ref().and_then(|f| f(ip))));
+                let o = Open {
+                    id,
+                    dc,
+                    generation,
+                    endpoint,
+                    secret: &secret,
+                    public_ip,
+                    keepalive: s.keepalive,
+                };
+                writer::start(o, stream, Arc::clone(&stats)).await
+            };
+            let result = tokio::select! {
+                r = open => Some(r),
+                _ = pool.inner.cancel.cancelled() => None,
+            };
+            let mut st = pool.inner.state.lock();
+            if let Some(n) = st.inflight.get_mut(&dc) {
+                *n = n.saturating_sub(1);
+            }
+            let Some(result) = result else { return };
+            let pool_c = stats.pool_counters();
+            match result {
+                Ok(w) => {
+                    let h = st.health.entry(endpoint).or_default();
+                    let recovered = h.fails > 0;
+                    *h = EndpointHealth::default();
+                    mp.reconnect_success_total.inc();
+                    if recovered {
+                        pool_c.writer_restored_same_endpoint_total.inc();
+                    }
+                    if st.generation != generation {
+                        // Opened for a generation that is already outdated.
+                        w.close();
+                    } else {
+                        tracing::debug!(writer = id, %endpoint, dc, generation, "ME writer up");
+                        st.writers.push(w);
+                    }
+                }
+                Err(e) => {
+                    pool_c.refill_failed_total.inc();
+                    if let writer::OpenError::Handshake(he) = &e {
+                        use proto::me::RpcError;
+                        match he {
+                            proto::me::HandshakeError::Rpc(RpcError::HandshakeRejected(code)) => {
+                                stats.record_me_handshake_reject(*code);
+                            }
+                            // The first encrypted packet decrypting to garbage: the middle
+                            // proxy derived other keys, i.e. saw another address (NAT).
+                            proto::me::HandshakeError::Rpc(
+                                RpcError::BadChecksum
+                                | RpcError::BadLength(_)
+                                | RpcError::BadSeq { .. },
+                            ) => mp.kdf_drift_total.inc(),
+                            _ => {}
+                        }
+                    }
+                    let h = st.health.entry(endpoint).or_default();
+                    h.fails = h.fails.saturating_add(1);
+                    let wait = s.backoff(h.fails);
+                    h.next_try = Some(Instant::now() + wait);
+                    if h.fails == QUARANTINE_AFTER {
+                        mp.endpoint_quarantine_total.inc();
+                    }
+                    tracing::warn!(%endpoint, dc, fails = h.fails, retry_in_ms = wait.as_millis() as u64, error = %e, "ME writer connect failed");
+                }
+            }
+            drop(st);
+            pool.inner.wake.notify_one();
+        });
+    }
+
+    /// Chooses where a new session for client DC index `dc` goes, binding it to a writer when
+    /// the ME route is taken. Waits up to the no-writer budget for a writer while the pool is
+    /// inside its readiness grace window.
+    pub(crate) async fn route(
+        &self,
+        dc: i16,
+        down: &tokio::sync::mpsc::Sender<writer::Down>,
+    ) -> Route {
+        let s = self.settings();
+        let deadline = tokio::time::Instant::now() + s.no_writer_wait;
+        let mut ready = self.ready_watch();
+        loop {
+            if let Some(r) = self.try_bind(dc, &s, down) {
+                return r;
+            }
+            if s.fallback && self.fallback_now() {
+                return Route::Direct;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = ready.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        if s.fallback {
+            Route::Direct
+        } else {
+            Route::Unavailable
+        }
+    }
+
+    /// Whether the grace windows have run out (new sessions go direct).
+    pub(crate) fn fallback_now(&self) -> bool {
+        let st = self.inner.state.lock();
+        if st.ready {
+            return false;
+        }
+        let grace = if st.first_ready.is_some() {
+            RUNTIME_GRACE
+        } else {
+            STARTUP_GRACE
+        };
+        st.unready_since.elapsed() >= grace
+    }
+
+    fn try_bind(
+        &self,
+        dc: i16,
+        s: &PoolSettings,
+        down: &tokio::sync::mpsc::Sender<writer::Down>,
+    ) -> Option<Route> {
+        let mut st = self.inner.state.lock();
+        let inputs = st.inputs.clone()?;
+        let cluster = inputs.cluster_for(dc);
+        let active = st.active;
+        let candidates: Vec<&Writer> = st
+            .writers
+            .iter()
+            .filter(|w| {
+                w.shared.dc == cluster
+                    && w.generation() == active
+                    && w.shared.alive()
+                    && !w.shared.draining.load(Ordering::Relaxed)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let chosen = match s.pick {
+            MeWriterPickMode::SortedRr => {
+                let mut sorted = candidates;
+                sorted.sort_by_key(|w| w.shared.id);
+                let n = sorted.len();
+                let i = {
+                    let rr = st_rr(&st.rr, cluster);
+                    rr % n
+                };
+                sorted[i].clone()
+            }
+            MeWriterPickMode::P2c => {
+                let n = candidates.len();
+                let mut best: Option<&Writer> = None;
+                for _ in 0..s.sample.min(n) {
+                    let w = candidates[rand::random::<u32>() as usize % n];
+                    if best.is_none_or(|b| w.shared.bound() < b.shared.bound()) {
+                        best = Some(w);
+                    }
+                }
+                best.cloned()?
+            }
+        };
+        *st.rr.entry(cluster).or_default() += 1;
+        st.last_used.insert(cluster, Instant::now());
+        drop(st);
+        let conn_id = self.inner.conn_ids.fetch_add(1, Ordering::Relaxed);
+        if !chosen.shared.bind(conn_id, down.clone()) {
+            return None;
+        }
+        Some(Route::Me {
+            writer: chosen,
+            conn_id,
+            cluster,
+        })
+    }
+
+    /// A coherent copy of the pool for the API.
+    pub(crate) fn snapshot(&self) -> PoolSnapshot {
+        let s = self.settings();
+        let st = self.inner.state.lock();
+        let now = Instant::now();
+        let inputs = st.inputs.clone();
+        let floors = inputs
+            .as_deref()
+            .map(|i| Self::floors(&s, &st, i))
+            .unwrap_or_default();
+        let mut writers: Vec<WriterRow> = st
+            .writers
+            .iter()
+            .map(|w| WriterRow::of(w, st.active))
+            .chain(st.draining.iter().map(|(w, _)| WriterRow::of(w, st.active)))
+            .collect();
+        writers.sort_by_key(|w| w.id);
+        let dcs = inputs
+            .as_deref()
+            .map(|i| {
+                i.endpoints
+                    .iter()
+                    .map(|(&dc, eps)| DcRow {
+                        dc,
+                        endpoints: eps.clone(),
+                        floor: floors.get(&dc).copied().unwrap_or(Floor {
+                            min: 0,
+                            target: 0,
+                            max: 0,
+                            capped: false,
+                        }),
+                        load: st
+                            .writers
+                            .iter()
+                            .filter(|w| w.shared.dc == dc)
+                            .map(|w| w.shared.bound())
+                            .sum(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let quarantine = st
+            .health
+            .iter()
+            .filter(|(_, h)| h.fails >= QUARANTINE_AFTER)
+            .filter_map(|(ep, h)| {
+                let until = h.next_try?;
+                (until > now).then(|| (*ep, (until - now).as_millis() as u64))
+            })
+            .collect();
+        let refill = st
+            .inflight
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(dc, n)| (*dc, *n))
+            .collect();
+        PoolSnapshot {
+            taken_at: SystemTime::now(),
+            active_generation: st.active,
+            warm_generation: st.generation,
+            hardswap: s.hardswap,
+            ready: st.ready,
+            writers,
+            dcs,
+            quarantine,
+            refill,
+            active_cap: s.active_cap,
+        }
+    }
+}
+
+fn st_rr(rr: &HashMap<i16, usize>, dc: i16) -> usize {
+    rr.get(&dc).copied().unwrap_or(0)
+}
+
+impl Writer {
+    fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Relaxed)
+    }
+}
+
+/// One writer as the snapshot lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterRow {
+    pub id: u64,
+    pub dc: i16,
+    pub endpoint: SocketAddr,
+    pub generation: u64,
+    /// `warm`, `active` or `draining`.
+    pub contour: &'static str,
+    pub draining: bool,
+    pub degraded: bool,
+    pub bound_clients: usize,
+    pub idle_for_secs: Option<u64>,
+    pub rtt_ema_ms: Option<f64>,
+}
+
+impl WriterRow {
+    fn of(w: &Writer, active: u64) -> Self {
+        let gen = w.generation();
+        let draining = w.shared.draining.load(Ordering::Relaxed);
+        let contour = if draining {
+            "draining"
+        } else if gen == active {
+            "active"
+        } else {
+            "warm"
+        };
+        Self {
+            id: w.shared.id,
+            dc: w.shared.dc,
+            endpoint: w.shared.endpoint,
+            generation: gen,
+            contour,
+            draining,
+            degraded: !w.shared.alive(),
+            bound_clients: w.shared.bound(),
+            idle_for_secs: w.shared.idle_secs(),
+            rtt_ema_ms: w.shared.rtt_ms(),
+        }
+    }
+}
+
+/// One DC as the snapshot lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DcRow {
+    pub dc: i16,
+    pub endpoints: Vec<SocketAddr>,
+    pub floor: Floor,
+    pub load: usize,
+}
+
+/// A coherent copy of the pool (mapped to the API's types by the binary).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSnapshot {
+    pub taken_at: SystemTime,
+    pub active_generation: u64,
+    pub warm_generation: u64,
+    pub hardswap: bool,
+    pub ready: bool,
+    pub writers: Vec<WriterRow>,
+    pub dcs: Vec<DcRow>,
+    /// Quarantined endpoints with the remaining milliseconds.
+    pub quarantine: Vec<(SocketAddr, u64)>,
+    /// Connects in flight per DC.
+    pub refill: Vec<(i16, usize)>,
+    pub active_cap: usize,
+}

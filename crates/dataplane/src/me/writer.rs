@@ -1,0 +1,612 @@
+//! One ME writer: a long-lived encrypted RPC link to one middle-proxy endpoint, carrying many
+//! client sessions, each known by its `conn_id` (docs/PROTOCOL.md §7.2–§7.8,
+//! docs/ME-MODEL.md).
+//!
+//! Owns: the link's handshake, its two loops (commands → RPC packets → socket; socket → RPC
+//! packets → the bound sessions' queues), keepalive pings with the RTT they measure, the
+//! `conn_id` → session table of this link, and noticing a dead or stalled link within a
+//! bounded time. Must not: choose endpoints or count writers per DC (the pool does), parse
+//! client framing (the ME relay does), or block its reader on one slow session.
+//!
+//! ```text
+//!   sessions ──Cmd::Packet/Close──► cmd queue ─► write loop ─► RpcSender ─► socket ─► ME
+//!   sessions ◄── Down (bounded, one per session) ◄── read loop ◄─ RpcReceiver ◄─ socket ◄─ ME
+//!                     full queue: that session is closed, never the reader blocked
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use proto::me::{
+    close_conn_payload, ping_payload, pong_payload, ClientHandshake, HandshakeError,
+    HandshakeParams, MeMessage, RpcLink, RpcReceiver, RpcSender,
+};
+use stats::Stats;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbound::OutboundStream;
+
+/// Connect + handshake must finish within this (a silent endpoint is not a writer).
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A socket write that makes no progress for this long marks the link stalled: its sessions
+/// are closed and the pool replaces it (docs/ME-MODEL.md "Flow control").
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Frames queued towards one client session before the session counts as too slow and is
+/// closed (its client reconnects) instead of holding up the link's reader.
+pub(crate) const SESSION_QUEUE: usize = 256;
+/// Packets queued towards one link; senders wait when it is full (backpressure per link).
+const CMD_QUEUE: usize = 1024;
+/// Bytes batched into one socket write by the write loop.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// What a writer delivers to one bound session.
+#[derive(Debug)]
+pub(crate) enum Down {
+    /// An RPC_PROXY_ANS payload for the client.
+    Data(Vec<u8>),
+    /// An RPC_SIMPLE_ACK's confirm bytes, as received.
+    Ack([u8; 4]),
+    /// The middle proxy closed the connection.
+    Close,
+}
+
+/// A command to a writer.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// A complete RPC payload (an RPC_PROXY_REQ with its client packet).
+    Packet(Vec<u8>),
+    /// The client went away: tell the middle proxy and forget the id.
+    Close(u64),
+}
+
+/// Keepalive settings (`general.me_keepalive_*`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keepalive {
+    pub(crate) enabled: bool,
+    pub(crate) interval: Duration,
+    pub(crate) jitter: Duration,
+}
+
+impl Keepalive {
+    /// A ping unanswered for this long means the link is dead.
+    pub(crate) fn timeout(&self) -> Duration {
+        (self.interval + self.jitter) * 2 + Duration::from_secs(2)
+    }
+}
+
+/// State the pool, the sessions and the writer's own task share.
+#[derive(Debug)]
+pub(crate) struct WriterShared {
+    pub(crate) id: u64,
+    pub(crate) endpoint: SocketAddr,
+    pub(crate) dc: i16,
+    pub(crate) generation: AtomicU64,
+    /// Takes no new sessions (an older generation, or the pool drops it).
+    pub(crate) draining: AtomicBool,
+    /// Set once the link is gone; the sessions watch it.
+    pub(crate) closed: CancellationToken,
+    pub(crate) started: Instant,
+    conns: Mutex<HashMap<u64, mpsc::Sender<Down>>>,
+    bound: AtomicUsize,
+    /// Keepalive RTT EMA in microseconds, 0 = no sample yet.
+    rtt_ema_us: AtomicU64,
+    /// Milliseconds since `started` of the last packet either way.
+    last_activity_ms: AtomicU64,
+}
+
+impl WriterShared {
+    fn new(id: u64, endpoint: SocketAddr, dc: i16, generation: u64) -> Self {
+        Self {
+            id,
+            endpoint,
+            dc,
+            generation: AtomicU64::new(generation),
+            draining: AtomicBool::new(false),
+            closed: CancellationToken::new(),
+            started: Instant::now(),
+            conns: Mutex::new(HashMap::new()),
+            bound: AtomicUsize::new(0),
+            rtt_ema_us: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Sessions currently bound.
+    pub(crate) fn bound(&self) -> usize {
+        self.bound.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        !self.closed.is_cancelled()
+    }
+
+    /// Keepalive RTT EMA in milliseconds.
+    pub(crate) fn rtt_ms(&self) -> Option<f64> {
+        match self.rtt_ema_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us as f64 / 1000.0),
+        }
+    }
+
+    /// Seconds since the last packet, when no session is bound (an idle writer).
+    pub(crate) fn idle_secs(&self) -> Option<u64> {
+        if self.bound() > 0 {
+            return None;
+        }
+        let last = self.last_activity_ms.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        Some(now.saturating_sub(last) / 1000)
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Binds a session; `false` when the link is already gone.
+    pub(crate) fn bind(&self, conn_id: u64, tx: mpsc::Sender<Down>) -> bool {
+        let mut conns = self.conns.lock();
+        if !self.alive() {
+            return false;
+        }
+        if conns.insert(conn_id, tx).is_none() {
+            self.bound.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Forgets a session; idempotent. Returns whether it was bound.
+    fn unbind(&self, conn_id: u64) -> bool {
+        let removed = self.conns.lock().remove(&conn_id).is_some();
+        if removed {
+            self.bound.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    fn route(&self, conn_id: u64) -> Option<mpsc::Sender<Down>> {
+        self.conns.lock().get(&conn_id).cloned()
+    }
+
+    /// Marks the link gone and closes every bound session.
+    fn shut(&self) {
+        self.closed.cancel();
+        let conns: Vec<_> = self.conns.lock().drain().collect();
+        self.bound.store(0, Ordering::Relaxed);
+        for (_, tx) in conns {
+            // A full queue cannot take the close; that session sees `closed` instead.
+            let _ = tx.try_send(Down::Close);
+        }
+    }
+
+    fn observe_rtt(&self, rtt: Duration) {
+        let sample = (rtt.as_micros() as u64).max(1);
+        let old = self.rtt_ema_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        };
+        self.rtt_ema_us.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
+/// A live writer as the pool and sessions hold it.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<WriterShared>,
+    cmd: mpsc::Sender<Cmd>,
+}
+
+impl Writer {
+    /// Queues one RPC payload; waits while the link's queue is full. `Err` = link gone.
+    pub(crate) async fn send(&self, payload: Vec<u8>) -> Result<(), ()> {
+        tokio::select! {
+            r = self.cmd.send(Cmd::Packet(payload)) => r.map_err(|_| ()),
+            _ = self.shared.closed.cancelled() => Err(()),
+        }
+    }
+
+    /// Unbinds a session and tells the middle proxy (best effort).
+    pub(crate) fn release(&self, conn_id: u64) {
+        if self.shared.unbind(conn_id) && self.shared.alive() {
+            // A full queue means the link is stalled; the ME forgets the id with the link.
+            let _ = self.cmd.try_send(Cmd::Close(conn_id));
+        }
+    }
+
+    /// Closes the link (the pool retires it): its sessions end.
+    pub(crate) fn close(&self) {
+        self.shared.shut();
+    }
+}
+
+/// Everything needed to open one writer.
+pub(crate) struct Open<'a> {
+    pub(crate) id: u64,
+    pub(crate) dc: i16,
+    pub(crate) generation: u64,
+    pub(crate) endpoint: SocketAddr,
+    pub(crate) secret: &'a [u8],
+    /// Our address as the middle proxy sees it: `None` = the socket's local address.
+    pub(crate) public_ip: Option<std::net::IpAddr>,
+    pub(crate) keepalive: Keepalive,
+}
+
+/// Why a writer could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("handshake timed out")]
+    Timeout,
+    #[error("closed during the handshake")]
+    Closed,
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+/// Runs the handshake on a connected stream and spawns the link's task.
+pub(crate) async fn start(
+    o: Open<'_>,
+    stream: OutboundStream,
+    stats: Arc<Stats>,
+) -> Result<Writer, OpenError> {
+    let local = match &stream {
+        OutboundStream::Tcp(s) => {
+            let _ = s.set_nodelay(true);
+            s.local_addr()?
+        }
+        // Behind a tunnel our address is the relay's; the ME checks it only in the KDF, which
+        // then fails loudly (counted as a handshake error).
+        OutboundStream::Tunnel(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+    };
+    let proxy_addr = SocketAddr::new(o.public_ip.unwrap_or(local.ip()), local.port());
+    let now = unix_now();
+    let params = HandshakeParams {
+        proxy_secret: o.secret.to_vec(),
+        proxy_addr,
+        me_addr: o.endpoint,
+        now,
+        nonce: rand::random(),
+        crc32c: false,
+        pid: proto::me::pid_bytes(proxy_addr, std::process::id() as u16, now),
+        max_skew_secs: Some(proto::me::handshake::MAX_CLOCK_SKEW_SECS),
+    };
+    let (read, write): (BoxRead, BoxWrite) = match stream {
+        OutboundStream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        OutboundStream::Tunnel(t) => {
+            let (r, w) = tokio::io::split(t);
+            (Box::new(r), Box::new(w))
+        }
+    };
+    let (mut read, mut write) = (read, write);
+    let link = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(params, &mut read, &mut write))
+        .await
+        .map_err(|_| OpenError::Timeout)??;
+    let shared = Arc::new(WriterShared::new(o.id, o.endpoint, o.dc, o.generation));
+    let (cmd, cmd_rx) = mpsc::channel(CMD_QUEUE);
+    let writer = Writer {
+        shared: Arc::clone(&shared),
+        cmd: cmd.clone(),
+    };
+    let task = LinkTask {
+        shared,
+        stats,
+        keepalive: o.keepalive,
+        cmd,
+    };
+    tokio::spawn(task.run(link, read, write, cmd_rx));
+    Ok(writer)
+}
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+async fn handshake(
+    params: HandshakeParams,
+    read: &mut BoxRead,
+    write: &mut BoxWrite,
+) -> Result<RpcLink, OpenError> {
+    let mut out = Vec::new();
+    let mut hs = ClientHandshake::start(params, &mut out)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if !out.is_empty() {
+            write.write_all(&out).await?;
+            out.clear();
+        }
+        let n = read.read(&mut buf).await?;
+        if n == 0 {
+            return Err(OpenError::Closed);
+        }
+        if hs.feed(&buf[..n], &mut out)? {
+            if !out.is_empty() {
+                write.write_all(&out).await?;
+            }
+            return hs.into_link().ok_or(OpenError::Closed);
+        }
+    }
+}
+
+struct LinkTask {
+    shared: Arc<WriterShared>,
+    stats: Arc<Stats>,
+    keepalive: Keepalive,
+    /// For pongs and closes the reader asks the write loop to send.
+    cmd: mpsc::Sender<Cmd>,
+}
+
+/// Why a link ended (logged and counted).
+enum LinkEnd {
+    Retired,
+    Eof,
+    Io(io::Error),
+    Protocol(String),
+    WriteStall,
+    KeepaliveTimeout,
+}
+
+impl std::fmt::Display for LinkEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retired => f.write_str("retired"),
+            Self::Eof => f.write_str("closed by the middle proxy"),
+            Self::Io(e) => write!(f, "io: {e}"),
+            Self::Protocol(e) => write!(f, "protocol: {e}"),
+            Self::WriteStall => write!(f, "socket write stalled for {WRITE_STALL:?}"),
+            Self::KeepaliveTimeout => f.write_str("keepalive pong overdue"),
+        }
+    }
+}
+
+impl LinkTask {
+    async fn run(self, link: RpcLink, read: BoxRead, write: BoxWrite, cmd_rx: mpsc::Receiver<Cmd>) {
+        let RpcLink {
+            sender, receiver, ..
+        } = link;
+        let pings: Mutex<Option<(u64, Instant)>> = Mutex::new(None);
+        let end = tokio::select! {
+            e = self.write_loop(sender, write, cmd_rx, &pings) => e,
+            e = self.read_loop(receiver, read, &pings) => e,
+            _ = self.shared.closed.cancelled() => LinkEnd::Retired,
+        };
+        let mp = self.stats.middle_proxy_counters();
+        let pool = self.stats.pool_counters();
+        pool.writer_removed_total.inc();
+        match &end {
+            LinkEnd::Retired => {}
+            LinkEnd::Eof => {
+                mp.reader_eof_total.inc();
+                if self.shared.bound() == 0 {
+                    mp.idle_close_by_peer_total.inc();
+                } else {
+                    pool.writer_removed_unexpected_total.inc();
+                }
+            }
+            LinkEnd::KeepaliveTimeout => {
+                mp.keepalive_timeout_total.inc();
+                mp.keepalive_failed_total.inc();
+                pool.writer_removed_unexpected_total.inc();
+            }
+            _ => pool.writer_removed_unexpected_total.inc(),
+        }
+        if !matches!(end, LinkEnd::Retired) {
+            tracing::warn!(
+                writer = self.shared.id,
+                endpoint = %self.shared.endpoint,
+                dc = self.shared.dc,
+                sessions = self.shared.bound(),
+                reason = %end,
+                "ME link lost; its sessions are closed"
+            );
+        }
+        self.shared.shut();
+    }
+
+    async fn write_loop(
+        &self,
+        mut sender: RpcSender,
+        mut write: BoxWrite,
+        mut rx: mpsc::Receiver<Cmd>,
+        pings: &Mutex<Option<(u64, Instant)>>,
+    ) -> LinkEnd {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let mp = self.stats.middle_proxy_counters();
+        let ka = self.keepalive;
+        let mut next_ping = tokio::time::Instant::now() + jittered(ka);
+        loop {
+            let ping_at = next_ping;
+            let cmd = tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => Some(c),
+                    None => return LinkEnd::Retired,
+                },
+                _ = tokio::time::sleep_until(ping_at), if ka.enabled => {
+                    let mut p = pings.lock();
+                    if p.is_some_and(|(_, sent)| sent.elapsed() > ka.timeout()) {
+                        return LinkEnd::KeepaliveTimeout;
+                    }
+                    if p.is_none() {
+                        let id: u64 = rand::random();
+                        *p = Some((id, Instant::now()));
+                        drop(p);
+                        sender.send(&ping_payload(id), &mut out);
+                        mp.keepalive_sent_total.inc();
+                    }
+                    next_ping = tokio::time::Instant::now() + jittered(ka);
+                    None
+                }
+            };
+            if let Some(c) = cmd {
+                self.encode(c, &mut sender, &mut out);
+            }
+            // Batch whatever else is already queued into the same write.
+            while out.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => self.encode(c, &mut sender, &mut out),
+                    Err(_) => break,
+                }
+            }
+            if out.is_empty() {
+                continue;
+            }
+            match tokio::time::timeout(WRITE_STALL, write.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return LinkEnd::Io(e),
+                Err(_) => return LinkEnd::WriteStall,
+            }
+            out.clear();
+            self.shared.touch();
+        }
+    }
+
+    fn encode(&self, c: Cmd, sender: &mut RpcSender, out: &mut Vec<u8>) {
+        match c {
+            Cmd::Packet(p) => {
+                sender.send(&p, out);
+            }
+            Cmd::Close(conn_id) => {
+                sender.send(&close_conn_payload(conn_id), out);
+                self.stats
+                    .middle_proxy_counters()
+                    .rpc_proxy_req_signal_close_sent_total
+                    .inc();
+            }
+        }
+    }
+
+    async fn read_loop(
+        &self,
+        mut receiver: RpcReceiver,
+        mut read: BoxRead,
+        pings: &Mutex<Option<(u64, Instant)>>,
+    ) -> LinkEnd {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            loop {
+                let packet = match receiver.next_packet() {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => return LinkEnd::Protocol(e.to_string()),
+                };
+                self.shared.touch();
+                if let Err(e) = self.dispatch(packet, pings) {
+                    return LinkEnd::Protocol(e);
+                }
+            }
+            match read.read(&mut buf).await {
+                Ok(0) => return LinkEnd::Eof,
+                Ok(n) => receiver.feed(&buf[..n]),
+                Err(e) => return LinkEnd::Io(e),
+            }
+        }
+    }
+
+    fn dispatch(
+        &self,
+        mut packet: Vec<u8>,
+        pings: &Mutex<Option<(u64, Instant)>>,
+    ) -> Result<(), String> {
+        let mp = self.stats.middle_proxy_counters();
+        let msg = MeMessage::parse(&packet).map_err(|e| e.to_string())?;
+        let (conn_id, down) = match msg {
+            MeMessage::ProxyAns {
+                flags,
+                conn_id,
+                data,
+            } => {
+                // Reuse the packet's allocation for the data.
+                packet.truncate(data.end);
+                packet.drain(..data.start);
+                // ANS flags are not passed on (see the ME relay).
+                let _ = flags;
+                (conn_id, Down::Data(packet))
+            }
+            MeMessage::SimpleAck { conn_id, confirm } => (conn_id, Down::Ack(confirm)),
+            MeMessage::Close { conn_id } => {
+                if let Some(tx) = self.route_removing(conn_id) {
+                    let _ = tx.try_send(Down::Close);
+                }
+                return Ok(());
+            }
+            MeMessage::Ping { ping_id } => {
+                let _ = self
+                    .cmd
+                    .try_send(Cmd::Packet(pong_payload(ping_id).to_vec()));
+                return Ok(());
+            }
+            MeMessage::Pong { ping_id } => {
+                let mut p = pings.lock();
+                if let Some((id, sent)) = *p {
+                    if id == ping_id {
+                        self.shared.observe_rtt(sent.elapsed());
+                        *p = None;
+                        mp.keepalive_pong_total.inc();
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let Some(tx) = self.shared.route(conn_id) else {
+            // An answer for a session we no longer know: tell the ME to forget it (§7.8).
+            mp.route_drop_no_conn_total.inc();
+            let _ = self.cmd.try_send(Cmd::Close(conn_id));
+            return Ok(());
+        };
+        mp.rpc_proxy_req_signal_response_total.inc();
+        match tx.try_send(down) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // This client does not read fast enough: close it rather than stall the link's
+                // other sessions (docs/DECISIONS.md #43).
+                mp.route_drop_queue_full_total.inc();
+                mp.route_drop_queue_full_base_total.inc();
+                if self.shared.unbind(conn_id) {
+                    let _ = self.cmd.try_send(Cmd::Close(conn_id));
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                mp.route_drop_channel_closed_total.inc();
+                if self.shared.unbind(conn_id) {
+                    let _ = self.cmd.try_send(Cmd::Close(conn_id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn route_removing(&self, conn_id: u64) -> Option<mpsc::Sender<Down>> {
+        let tx = self.shared.route(conn_id);
+        self.shared.unbind(conn_id);
+        tx
+    }
+}
+
+fn jittered(ka: Keepalive) -> Duration {
+    let j = ka.jitter.as_millis() as u64;
+    let extra = if j == 0 {
+        0
+    } else {
+        rand::random::<u64>() % (j + 1)
+    };
+    ka.interval + Duration::from_millis(extra)
+}

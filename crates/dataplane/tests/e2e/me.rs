@@ -1,0 +1,191 @@
+//! The middle-proxy route end to end: testkit clients (every mode) → data plane → test middle
+//! proxies (real handshake, KDF, RPC) → test DC; ad tags, client addresses, writer loss and
+//! the fallback to direct.
+
+use std::time::Duration;
+
+use testkit::client::Mode;
+use testkit::dc::{DcMode, TestDc};
+use testkit::me::{random_proxy_secret, MeFiles, MeOptions, TestMe};
+
+use crate::support::*;
+
+const TAG_ALICE: [u8; 16] = [0xa1; 16];
+const TAG_GLOBAL: [u8; 16] = [0x60; 16];
+
+/// A data plane whose config lists `mes` as the middle proxies of DC 2 (and the default).
+struct MeSetup {
+    h: Harness,
+    files: MeFiles,
+}
+
+async fn start_me(mes: &[&TestMe], secret: &[u8], extra: &str) -> MeSetup {
+    let entries: Vec<(i16, std::net::SocketAddr)> = mes.iter().map(|m| (2, m.addr())).collect();
+    let files = MeFiles::write(secret, Some(2), &entries).expect("ME files");
+    let keys = format!(
+        "{}ad_tag = \"{}\"\nme_keepalive_interval_secs = 1\nme_keepalive_jitter_secs = 0\n\
+         me_reconnect_backoff_base_ms = 100\nme_reconnect_backoff_cap_ms = 400\n\
+         me_reconnect_fast_retry_count = 2\n{extra}",
+        files.general_keys(),
+        hex(&TAG_GLOBAL),
+    );
+    let cfg = Cfg {
+        middle_proxy: Some(keys),
+        access: format!("[access.user_ad_tags]\nalice = \"{}\"\n", hex(&TAG_ALICE)),
+        ..Cfg::default()
+    };
+    let h = Harness::start(cfg).await;
+    MeSetup { h, files }
+}
+
+impl MeSetup {
+    async fn wait_ready(&self) {
+        self.h.wait_for("ME pool ready", |h| h.dp.me_ready()).await;
+    }
+}
+
+async fn packet_echo(conn: &mut testkit::client::TestConn, sizes: &[usize]) {
+    for &n in sizes {
+        let p = random(n);
+        conn.send_packet(&p).await.expect("send packet");
+        let got = conn.recv_packet().await.expect("echoed packet");
+        assert!(got == p, "packet of {n} bytes differs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_reaches_the_dc_through_the_middle_proxy_with_ad_tags_and_addresses() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME");
+    let s = start_me(&[&me], &secret, "").await;
+    s.wait_ready().await;
+    let snap = s.h.dp.me_pool_snapshot().expect("pool");
+    assert!(snap.ready);
+    assert!(!snap.writers.is_empty());
+    assert!(snap
+        .writers
+        .iter()
+        .all(|w| w.dc == 2 && w.endpoint == me.addr()));
+
+    let sizes = [4usize, 64, 1000, 4096, 65_536, 300_000];
+    for (i, (name, mode)) in all_modes().into_iter().enumerate() {
+        for (user, tag) in [(0usize, TAG_ALICE), (1, TAG_GLOBAL)] {
+            let mut conn = s.h.connect(mode.clone(), user).await;
+            packet_echo(&mut conn, &sizes).await;
+            assert_eq!(s.h.dp.current_by_route().me, 1, "{name}");
+            assert_eq!(s.h.dp.current_by_route().direct, 0, "{name}");
+            let local = conn.local_addr();
+            let rec = me
+                .conns()
+                .into_iter()
+                .find(|c| c.client == local)
+                .unwrap_or_else(|| panic!("{name}: ME saw no conn from {local}"));
+            assert_eq!(rec.ad_tag, Some(tag), "{name} user {user}");
+            assert_eq!(rec.ours, s.h.addr(), "{name}");
+            assert_eq!(rec.requests, sizes.len() as u64, "{name}");
+            drop(conn);
+            s.h.wait_for("ME session end", |h| h.dp.current_by_route().me == 0)
+                .await;
+            let _ = i;
+        }
+    }
+    // The middle proxy heard about every closed client.
+    let conns = me.conns();
+    assert_eq!(conns.len(), 10);
+    me.wait_until(Duration::from_secs(10), |m| {
+        m.conns().iter().all(|c| c.closed_by_proxy)
+    })
+    .await;
+    let mp = s.h.stats.middle_proxy();
+    assert!(mp.rpc_proxy_req_signal_sent_total >= 60);
+    assert!(mp.rpc_proxy_req_signal_close_sent_total >= 10);
+    drop(s.files);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_middle_proxy_closes_its_clients_falls_back_and_recovers() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME");
+    let me_addr = me.addr();
+    let s = start_me(&[&me], &secret, "me_route_hybrid_max_wait_ms = 300\n").await;
+    s.wait_ready().await;
+    let mut conn = s.h.connect(Mode::Intermediate, 0).await;
+    packet_echo(&mut conn, &[128]).await;
+    let gen_before = s.h.dp.me_pool_snapshot().expect("pool").active_generation;
+
+    // Kill the middle proxy: the session ends promptly (not after an idle timeout).
+    drop(me);
+    let started = std::time::Instant::now();
+    conn.set_timeout(Duration::from_secs(20));
+    let _ = conn.wait_eof().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "client waited on a dead writer"
+    );
+    s.h.wait_for("pool not ready", |h| !h.dp.me_ready()).await;
+    let mp = s.h.stats.middle_proxy();
+    assert!(mp.reader_eof_total >= 1);
+
+    // New clients wait out the no-writer budget, then go direct (the DC override) until
+    // the runtime grace passes, and keep working.
+    let mut direct = s.h.connect(Mode::Intermediate, 0).await;
+    direct.send(&random(64)).await.expect("send");
+    let _ = direct.recv_exact(64).await.expect("echo via direct");
+    assert_eq!(s.h.dp.current_by_route().direct, 1);
+    drop(direct);
+
+    // Failing reconnects put the endpoint in quarantine.
+    s.h.wait_for("quarantine", |h| {
+        h.dp.me_pool_snapshot()
+            .is_some_and(|p| p.quarantine.iter().any(|(ep, _)| *ep == me_addr))
+    })
+    .await;
+
+    // The middle proxy comes back on the same address: writers return, clients go via ME.
+    let me = TestMe::start_on(me_addr, dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME restarted");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !s.h.dp.me_ready() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("pool ready again");
+    let snap = s.h.dp.me_pool_snapshot().expect("pool");
+    assert_eq!(
+        snap.active_generation, gen_before,
+        "same inputs, same generation"
+    );
+    let mut back = s.h.connect(Mode::Secure, 1).await;
+    packet_echo(&mut back, &[256, 8192]).await;
+    assert_eq!(s.h.dp.current_by_route().me, 1);
+    assert!(!me.conns().is_empty());
+    assert!(s.h.stats.middle_proxy().reconnect_success_total >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_middle_proxy_is_detected_and_its_clients_closed() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let mut opts = MeOptions::new(secret.clone());
+    opts.misbehave.stall_after_handshake = true;
+    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
+    let s = start_me(&[&me], &secret, "me_route_hybrid_max_wait_ms = 3000\n").await;
+    s.wait_ready().await;
+    let mut conn = s.h.connect(Mode::Abridged, 0).await;
+    conn.send_packet(&random(64)).await.expect("send");
+    conn.set_timeout(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    // Keepalive (1 s interval) goes unanswered: the link is declared dead within its bound.
+    let _ = conn.wait_eof().await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(12), "waited {waited:?}");
+    assert!(s.h.stats.middle_proxy().keepalive_timeout_total >= 1);
+}
