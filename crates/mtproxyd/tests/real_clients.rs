@@ -23,6 +23,9 @@ const DOMAIN: &str = "example.com";
 #[path = "real_clients/front.rs"]
 mod front;
 
+#[path = "real_clients/me.rs"]
+mod me;
+
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mtproxyd"))
 }
@@ -50,12 +53,18 @@ fn config(
     for i in 1..=5 {
         overrides.push_str(&format!("\"{i}\" = \"{dc}\"\n\"-{i}\" = \"{dc}\"\n"));
     }
+    // A test that sets the route itself says so in `general`.
+    let route = if general.contains("use_middle_proxy") {
+        ""
+    } else {
+        "use_middle_proxy = false\n"
+    };
     format!(
-        "[general]\nuse_middle_proxy = false\nlog_level = \"debug\"\n{general}\n\n\
+        "[general]\n{route}log_level = \"debug\"\n{general}\n\n\
          [general.modes]\nclassic = true\nsecure = true\ntls = true\n\n\
          [server]\nport = {port}\n\n[[server.listeners]]\nip = \"127.0.0.1\"\n\n\
          [server.api]\nenabled = true\nlisten = \"127.0.0.1:{api}\"\nwhitelist = [\"127.0.0.1/32\"]\n\
-         runtime_edge_enabled = true\nruntime_edge_cache_ttl_ms = 0\n\n\
+         runtime_edge_enabled = true\nruntime_edge_cache_ttl_ms = 0\nminimal_runtime_enabled = true\n\n\
          [censorship]\ntls_domain = \"{DOMAIN}\"\nmask = true\nmask_host = \"{}\"\nmask_port = {}\n\
          unknown_sni_action = \"mask\"\n{censorship}\n\
          [access.users]\nalice = \"{}\"\n\n[dc_overrides]\n{overrides}",

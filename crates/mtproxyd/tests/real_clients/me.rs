@@ -1,0 +1,176 @@
+//! The real binary on the middle-proxy route: testkit clients and the real client libraries
+//! reach the DC through a test middle proxy (real handshake, KDF and RPC), which sees each
+//! user's ad tag and the clients' addresses; the API's ME endpoints describe that pool.
+
+use testkit::me::{random_proxy_secret, MeFiles, MeOptions, TestMe};
+
+use super::*;
+
+const AD_TAG: [u8; 16] = [0x7a; 16];
+
+struct MeSetup {
+    s: Setup,
+    me: TestMe,
+    _files: MeFiles,
+}
+
+async fn setup_me() -> MeSetup {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::MtProto).await.unwrap();
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .unwrap();
+    // Every client DC index maps to the default cluster (§7.9): one middle proxy for all.
+    let files = MeFiles::write(&secret, Some(2), &[(2, me.addr()), (-2, me.addr())]).unwrap();
+    let general = format!(
+        "use_middle_proxy = true\n{}ad_tag = \"{}\"\n",
+        files.general_keys(),
+        hex::encode(AD_TAG)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup_in(DcMode::MtProto, dir, &general, NO_EMULATION, rand::random()).await;
+    // The middle proxy relays to its own DC; keep that one as the setup's DC.
+    s.dc = dc;
+    let mut c = HttpClient::new(s.api);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut ready = false;
+    while !ready && tokio::time::Instant::now() < deadline {
+        let g = api_data(&mut c, "/v1/runtime/gates").await;
+        ready = g["me_runtime_ready"].as_bool() == Some(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ME pool never ready\n{}", s.daemon.logs());
+    MeSetup {
+        s,
+        me,
+        _files: files,
+    }
+}
+
+#[tokio::test]
+async fn every_client_mode_reaches_the_dc_through_the_middle_proxy() {
+    let m = setup_me().await;
+    let s = &m.s;
+    let cases = [
+        (Mode::Abridged, 2i16),
+        (Mode::Intermediate, -3),
+        (Mode::Secure, 4),
+        (Mode::Tls(TlsOptions::new(DOMAIN)), 2),
+    ];
+    for (mode, dc_idx) in cases {
+        let what = format!("{mode:?}");
+        let mut c = TestClient::connect(s.proxy, mode, s.secret, dc_idx)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", s.daemon.logs()));
+        for _ in 0..2 {
+            req_pq(&mut c, &s.dc)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{}", s.daemon.logs()));
+        }
+        let local = c.local_addr();
+        let rec =
+            m.me.conns()
+                .into_iter()
+                .find(|r| r.client == local)
+                .unwrap_or_else(|| panic!("{what}: the middle proxy saw no {local}"));
+        assert_eq!(rec.ad_tag, Some(AD_TAG), "{what}");
+        assert_eq!(rec.ours, s.proxy, "{what}");
+        assert_eq!(rec.requests, 2, "{what}");
+    }
+    assert!(s.mask.connections().is_empty());
+
+    // The API describes the pool the clients used: two single-endpoint DCs (2, -2), each
+    // with 1 + 2 shadow writers by default, all to this middle proxy.
+    let mut api = HttpClient::new(s.api);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (pool, writers) = loop {
+        let pool = api_data(&mut api, "/v1/runtime/me_pool_state").await;
+        let writers = api_data(&mut api, "/v1/stats/me-writers").await;
+        let live =
+            m.me.links()
+                .iter()
+                .filter(|l| l.established && !l.closed)
+                .count();
+        if pool["data"]["writers"]["total"] == 6 && live == 6 {
+            break (pool, writers);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pool never settled at 6 writers (ME sees {live}): {pool}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(pool["data"]["writers"]["contour"]["active"], 6, "{pool}");
+    assert_eq!(
+        pool["data"]["generations"]["active_generation"], 1,
+        "{pool}"
+    );
+    assert_eq!(writers["middle_proxy_enabled"], true, "{writers}");
+    let text = writers.to_string();
+    assert!(text.contains(&m.me.addr().to_string()), "{text}");
+    let dcs = api_data(&mut api, "/v1/stats/dcs").await;
+    assert_eq!(dcs["middle_proxy_enabled"], true, "{dcs}");
+    let init = api_data(&mut api, "/v1/runtime/initialization").await;
+    assert_eq!(init["me"]["status"], "ready", "{init}");
+    let summary = api_data(&mut api, "/v1/stats/summary").await;
+    assert!(
+        summary.to_string().contains("connections_total"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn real_client_libraries_reach_the_dc_through_the_middle_proxy() {
+    if !testkit::py::has_modules(&["telethon", "pyrogram"]).await {
+        testkit::external::missing(
+            &format!("telethon/kurigram for {}", testkit::py::python()),
+            "run scripts/test.sh, or pip install -r tests-py/requirements.txt and set MTPROXYD_PY",
+        );
+        return;
+    }
+    let m = setup_me().await;
+    let s = &m.s;
+    let hex_secret = hex::encode(s.secret);
+    let ee = format!("ee{hex_secret}{}", hex::encode(DOMAIN));
+    let dd = format!("dd{hex_secret}");
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "telethon_interop.py",
+            vec!["--conn", "abridged", "--secret", &hex_secret],
+        ),
+        (
+            "telethon_interop.py",
+            vec!["--conn", "intermediate", "--secret", &hex_secret],
+        ),
+        (
+            "telethon_interop.py",
+            vec!["--conn", "randomized", "--secret", &dd],
+        ),
+        ("kurigram_interop.py", vec!["--secret", &dd]),
+        ("kurigram_interop.py", vec!["--secret", &ee]),
+    ];
+    let port = s.proxy.port().to_string();
+    for (i, (script, args)) in cases.into_iter().enumerate() {
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args.extend(["--port".into(), port.clone(), "--dc".into(), "2".into()]);
+        let r = testkit::py::run_interop(script, &args, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(
+            r.ok,
+            "{script} {args:?}: {}\n{}\n{}",
+            r.json,
+            r.stderr,
+            s.daemon.logs()
+        );
+        let nonce = r.json["nonce"].as_str().unwrap_or_default().to_owned();
+        let seen = s.dc.messages().into_iter().any(|msg| match msg {
+            DcMessage::ReqPq { nonce: n, .. } => hex::encode(n) == nonce,
+            _ => false,
+        });
+        assert!(seen, "{script}: the DC never saw nonce {nonce}");
+        let conns = m.me.conns();
+        assert_eq!(conns.len(), i + 1, "{script}: one ME connection per client");
+        assert!(conns.iter().all(|c| c.ad_tag == Some(AD_TAG)));
+    }
+}
