@@ -189,3 +189,40 @@ async fn a_stalled_middle_proxy_is_detected_and_its_clients_closed() {
     assert!(waited < Duration::from_secs(12), "waited {waited:?}");
     assert!(s.h.stats.middle_proxy().keepalive_timeout_total >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_tags_follow_config_edits_without_a_restart() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME");
+    let mut s = start_me(&[&me], &secret, "").await;
+    s.wait_ready().await;
+    let tag_of = |conn: &testkit::client::TestConn| {
+        let local = conn.local_addr();
+        me.conns()
+            .into_iter()
+            .find(|c| c.client == local)
+            .and_then(|c| c.ad_tag)
+    };
+    let mut conn = s.h.connect(Mode::Secure, 0).await;
+    packet_echo(&mut conn, &[64]).await;
+    assert_eq!(tag_of(&conn), Some(TAG_ALICE));
+
+    // Alice's own tag changes; bob's global one goes away.
+    let new_tag = [0x33u8; 16];
+    let mut cfg = s.h.cfg.clone();
+    cfg.access = format!("[access.user_ad_tags]\nalice = \"{}\"\n", hex(&new_tag));
+    let keys = cfg.middle_proxy.clone().expect("ME keys");
+    cfg.middle_proxy = Some(keys.replace(&format!("ad_tag = \"{}\"\n", hex(&TAG_GLOBAL)), ""));
+    s.h.rewrite(cfg);
+    let mut alice = s.h.connect(Mode::Secure, 0).await;
+    packet_echo(&mut alice, &[64]).await;
+    assert_eq!(tag_of(&alice), Some(new_tag));
+    let mut bob = s.h.connect(Mode::Secure, 1).await;
+    packet_echo(&mut bob, &[64]).await;
+    assert_eq!(tag_of(&bob), None, "no tag: flag 0x8 cleared, no extra block");
+    // The session that started before the edit keeps relaying.
+    packet_echo(&mut conn, &[128]).await;
+}
