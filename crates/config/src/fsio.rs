@@ -1,6 +1,6 @@
 //! File helpers: revision hashing, include masking for the editable document, the atomic
 //! replace (temp + fsync + re-check + rename + directory fsync, mode kept), the atomic create of
-//! a new config file, and the sweep of temp files left by writers that died mid-write.
+//! a new config file, the atomic overwrite of a cache file, and the sweep of temp files left by writers that died mid-write.
 //! Temp siblings of `<dir>/<name>` are named `.<name>.tmp.<pid>.<random>`; only this module
 //! knows that.
 
@@ -126,6 +126,14 @@ pub fn create_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::
     if path.exists() {
         return Err(std::io::ErrorKind::AlreadyExists.into());
     }
+    write_file_atomically(path, bytes, mode)
+}
+
+/// Writes `path` with `bytes` and permission bits `mode`, replacing any existing file
+/// atomically (temp file, fsync, rename, directory fsync): a reader or a crash sees the old
+/// file or the whole new one, never a part. For caches the process owns (not the config file,
+/// whose hand edits [`replace_if_unchanged`] protects).
+pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let (dir, tmp) = temp_sibling(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -198,6 +206,19 @@ mod tests {
             1,
             "no temp left"
         );
+    }
+
+    #[test]
+    fn write_replaces_atomically_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cache.txt");
+        write_file_atomically(&path, b"one", 0o644).expect("first");
+        write_file_atomically(&path, b"two", 0o600).expect("replaced");
+        assert_eq!(fs::read(&path).expect("read"), b"two");
+        assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1);
+        let missing_dir = dir.path().join("nope").join("x");
+        assert!(write_file_atomically(&missing_dir, b"x", 0o644).is_err());
     }
 
     #[test]

@@ -46,7 +46,7 @@ mod watcher;
 
 pub use default_toml::default_config_toml;
 pub use edit::{format_expiration, EditError, FieldPatch, NewUser, UserEdit, UserPatch};
-pub use fsio::{create_file_atomically, revision_of};
+pub use fsio::{create_file_atomically, revision_of, write_file_atomically};
 pub use load::{load_file, parse_str, ConfigError, Loaded};
 pub use model::*;
 pub use retire::Retirer;

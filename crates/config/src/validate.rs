@@ -217,6 +217,7 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
         "general.modes: at least one of classic, secure, tls must be enabled".into()
     })?;
     for (key, v) in [
+        ("general.proxy_secret_path", &g.proxy_secret_path),
         (
             "general.proxy_config_v4_cache_path",
             &g.proxy_config_v4_cache_path,
@@ -229,6 +230,19 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
         ensure(v.as_ref().is_none_or(|p| !p.trim().is_empty()), || {
             format!("{key} cannot be empty when provided")
         })?;
+    }
+    for (key, v) in [
+        ("general.proxy_secret_url", &g.proxy_secret_url),
+        ("general.proxy_config_v4_url", &g.proxy_config_v4_url),
+        ("general.proxy_config_v6_url", &g.proxy_config_v6_url),
+    ] {
+        if let Some(url) = v {
+            if let Some(why) = fetch_url_problem(url) {
+                return Err(invalid(format!(
+                    "{key} must be an http:// or https:// URL: {why}"
+                )));
+            }
+        }
     }
     match g.update_every {
         Some(v) => nonzero(v, "general.update_every")?,
@@ -381,6 +395,27 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
         nonzero(p.into(), "general.links.public_port")?;
     }
     Ok(())
+}
+
+/// Why `url` cannot be fetched by the ME input updater, or `None` when it looks usable. The
+/// value is not echoed: a URL may carry credentials (`user:pass@`).
+fn fetch_url_problem(url: &str) -> Option<&'static str> {
+    let lower = url.to_ascii_lowercase();
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find_map(|s| lower.strip_prefix(s))
+    else {
+        return Some("the scheme must be http or https");
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("it contains spaces or control characters");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() || host.starts_with(':') {
+        return Some("the host is missing");
+    }
+    None
 }
 
 /// Why `h` cannot be the host of a tg:// link (`server=` takes a bare host; the port is a

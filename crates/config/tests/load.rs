@@ -209,6 +209,55 @@ fn defaults_and_normalisation() {
 }
 
 #[test]
+fn me_input_urls_default_to_telemt_and_cache_paths_follow_the_config_file() {
+    let c = load(&base()).config;
+    let g = &c.general;
+    assert_eq!(g.proxy_secret_url, None);
+    assert_eq!(
+        g.effective_proxy_secret_url(),
+        "https://core.telegram.org/getProxySecret"
+    );
+    assert_eq!(
+        g.effective_proxy_config_v4_url(),
+        "https://core.telegram.org/getProxyConfig"
+    );
+    assert_eq!(
+        g.effective_proxy_config_v6_url(),
+        "https://core.telegram.org/getProxyConfigV6"
+    );
+    let cfg_path = Path::new("/etc/mtproxyd/config.toml");
+    assert_eq!(
+        g.proxy_secret_file(cfg_path),
+        Path::new("/etc/mtproxyd/proxy-secret")
+    );
+    assert_eq!(
+        g.proxy_config_v4_file(cfg_path),
+        Path::new("/etc/mtproxyd/cache/proxy-config-v4.txt")
+    );
+    assert_eq!(
+        g.proxy_config_v6_file(Path::new("config.toml")),
+        Path::new("./cache/proxy-config-v6.txt")
+    );
+
+    let l = load(&format!(
+        "{}[general]\nproxy_secret_url = \"http://127.0.0.1:1/s\"\nproxy_config_v4_url = \"HTTPS://example.org/c4\"\nproxy_config_v6_url = \"https://user:pw@example.org:8443/c6?x=1\"\nproxy_secret_path = \"/var/lib/mtproxyd/secret\"\n",
+        base()
+    ));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let g = &l.config.general;
+    assert_eq!(g.effective_proxy_secret_url(), "http://127.0.0.1:1/s");
+    assert_eq!(g.effective_proxy_config_v4_url(), "HTTPS://example.org/c4");
+    assert_eq!(
+        g.effective_proxy_config_v6_url(),
+        "https://user:pw@example.org:8443/c6?x=1"
+    );
+    assert_eq!(
+        g.proxy_secret_file(cfg_path),
+        Path::new("/var/lib/mtproxyd/secret")
+    );
+}
+
+#[test]
 fn a_bad_user_secret_invalidates_the_config() {
     for bad in ["\"nothex\"", "\"abc\"", "42", &format!("\"{ALICE}00\"")] {
         let text = format!("[access.users]\nok = \"{ALICE}\"\nalice = {bad}\n");
@@ -323,6 +372,11 @@ const RULES: &[(&str, &str)] = &[
     ("[general]\nme_route_hybrid_max_wait_ms = 10\n", "general.me_route_hybrid_max_wait_ms must be within [50, 60000]"),
     ("[general]\nbeobachten_file = \" \"\n", "general.beobachten_file cannot be empty"),
     ("[general]\nproxy_config_v4_cache_path = \"\"\n", "general.proxy_config_v4_cache_path cannot be empty when provided"),
+    ("[general]\nproxy_secret_path = \" \"\n", "general.proxy_secret_path cannot be empty when provided"),
+    ("[general]\nproxy_secret_url = \"ftp://core.telegram.org/x\"\n", "general.proxy_secret_url must be an http:// or https:// URL: the scheme must be http or https"),
+    ("[general]\nproxy_config_v4_url = \"core.telegram.org/getProxyConfig\"\n", "general.proxy_config_v4_url must be an http:// or https:// URL"),
+    ("[general]\nproxy_config_v6_url = \"https:///getProxyConfigV6\"\n", "general.proxy_config_v6_url must be an http:// or https:// URL: the host is missing"),
+    ("[general]\nproxy_config_v6_url = \"https://a b/\"\n", "general.proxy_config_v6_url must be an http:// or https:// URL: it contains spaces"),
     ("[general.modes]\ntls = false\n", "general.modes: at least one of classic, secure, tls must be enabled"),
     ("[general.links]\npublic_host = \"a/b\"\n", "general.links.public_host must be a host name or IP"),
     ("[general.links]\npublic_host = \"proxy.example.com:8443\"\n", "a port cannot be part of the host (set general.links.public_port)"),

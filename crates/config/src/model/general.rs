@@ -102,6 +102,16 @@ impl Default for Telemetry {
     }
 }
 
+/// telemt's default for `general.proxy_secret_url`.
+pub const DEFAULT_PROXY_SECRET_URL: &str = "https://core.telegram.org/getProxySecret";
+/// telemt's default for `general.proxy_config_v4_url`.
+pub const DEFAULT_PROXY_CONFIG_V4_URL: &str = "https://core.telegram.org/getProxyConfig";
+/// telemt's default for `general.proxy_config_v6_url`.
+pub const DEFAULT_PROXY_CONFIG_V6_URL: &str = "https://core.telegram.org/getProxyConfigV6";
+const DEFAULT_PROXY_SECRET_PATH: &str = "proxy-secret";
+const DEFAULT_PROXY_CONFIG_V4_CACHE_PATH: &str = "cache/proxy-config-v4.txt";
+const DEFAULT_PROXY_CONFIG_V6_CACHE_PATH: &str = "cache/proxy-config-v6.txt";
+
 /// `[general]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -116,9 +126,16 @@ pub struct General {
     pub prefer_ipv6: bool,
     pub fast_mode: bool,
     pub use_middle_proxy: bool,
+    /// Cache of the downloaded proxy secret; relative to the config file's directory.
     pub proxy_secret_path: Option<String>,
+    /// Where the proxy secret is downloaded from; `None` = [`DEFAULT_PROXY_SECRET_URL`].
+    pub proxy_secret_url: Option<String>,
     pub proxy_config_v4_cache_path: Option<String>,
+    /// `None` = [`DEFAULT_PROXY_CONFIG_V4_URL`].
+    pub proxy_config_v4_url: Option<String>,
     pub proxy_config_v6_cache_path: Option<String>,
+    /// `None` = [`DEFAULT_PROXY_CONFIG_V6_URL`].
+    pub proxy_config_v6_url: Option<String>,
     /// Global ad tag; an invalid value is dropped with a warning (telemt behaviour).
     #[serde(deserialize_with = "de::lenient_ad_tag")]
     pub ad_tag: Option<AdTag>,
@@ -221,9 +238,12 @@ impl Default for General {
             prefer_ipv6: false,
             fast_mode: true,
             use_middle_proxy: true,
-            proxy_secret_path: Some("proxy-secret".into()),
-            proxy_config_v4_cache_path: Some("cache/proxy-config-v4.txt".into()),
-            proxy_config_v6_cache_path: Some("cache/proxy-config-v6.txt".into()),
+            proxy_secret_path: Some(DEFAULT_PROXY_SECRET_PATH.into()),
+            proxy_secret_url: None,
+            proxy_config_v4_cache_path: Some(DEFAULT_PROXY_CONFIG_V4_CACHE_PATH.into()),
+            proxy_config_v4_url: None,
+            proxy_config_v6_cache_path: Some(DEFAULT_PROXY_CONFIG_V6_CACHE_PATH.into()),
+            proxy_config_v6_url: None,
             ad_tag: None,
             middle_proxy_nat_ip: None,
             middle_proxy_nat_probe: true,
@@ -319,6 +339,55 @@ impl General {
         )
     }
 
+    /// `general.proxy_secret_url`, or telemt's default.
+    pub fn effective_proxy_secret_url(&self) -> &str {
+        self.proxy_secret_url
+            .as_deref()
+            .unwrap_or(DEFAULT_PROXY_SECRET_URL)
+    }
+
+    /// `general.proxy_config_v4_url`, or telemt's default.
+    pub fn effective_proxy_config_v4_url(&self) -> &str {
+        self.proxy_config_v4_url
+            .as_deref()
+            .unwrap_or(DEFAULT_PROXY_CONFIG_V4_URL)
+    }
+
+    /// `general.proxy_config_v6_url`, or telemt's default.
+    pub fn effective_proxy_config_v6_url(&self) -> &str {
+        self.proxy_config_v6_url
+            .as_deref()
+            .unwrap_or(DEFAULT_PROXY_CONFIG_V6_URL)
+    }
+
+    /// The proxy-secret cache file for a config file at `config_path` (relative paths are
+    /// taken from the config file's directory, like every other file the config names).
+    pub fn proxy_secret_file(&self, config_path: &std::path::Path) -> PathBuf {
+        let p = self
+            .proxy_secret_path
+            .as_deref()
+            .unwrap_or(DEFAULT_PROXY_SECRET_PATH);
+        relative_to_config(config_path, p)
+    }
+
+    /// The IPv4 proxy-config cache file (see [`General::proxy_secret_file`]).
+    pub fn proxy_config_v4_file(&self, config_path: &std::path::Path) -> PathBuf {
+        let p = self
+            .proxy_config_v4_cache_path
+            .as_deref()
+            .unwrap_or(DEFAULT_PROXY_CONFIG_V4_CACHE_PATH);
+        relative_to_config(config_path, p)
+    }
+
+    /// The IPv6 proxy-config cache file (see [`General::proxy_secret_file`]).
+    pub fn proxy_config_v6_file(&self, config_path: &std::path::Path) -> PathBuf {
+        let p = self
+            .proxy_config_v6_cache_path
+            .as_deref()
+            .unwrap_or(DEFAULT_PROXY_CONFIG_V6_CACHE_PATH);
+        relative_to_config(config_path, p)
+    }
+
     /// Periodic ME reinit interval.
     pub fn effective_me_reinit_every_secs(&self) -> u64 {
         self.me_reinit_every_secs
@@ -336,14 +405,9 @@ impl General {
     /// Where the quota state lives for a config file at `config_path` (see
     /// [`General::quota_state_path`]).
     pub fn quota_state_file(&self, config_path: &std::path::Path) -> PathBuf {
-        let dir = config_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
         match &self.quota_state_path {
-            Some(p) if p.is_absolute() => p.clone(),
-            Some(p) => dir.join(p),
-            None => dir.join("mtproxyd.quota.json"),
+            Some(p) => relative_to_config(config_path, p),
+            None => relative_to_config(config_path, "mtproxyd.quota.json"),
         }
     }
 
@@ -355,4 +419,18 @@ impl General {
             .map(str::trim)
             .filter(|h| !h.is_empty())
     }
+}
+
+/// `p` as is when absolute, else joined to `config_path`'s directory (docs/DECISIONS.md #32:
+/// a service's working directory is rarely the operator's choice).
+fn relative_to_config(config_path: &std::path::Path, p: impl AsRef<std::path::Path>) -> PathBuf {
+    let p = p.as_ref();
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    config_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .join(p)
 }

@@ -8,7 +8,10 @@
 mod general;
 mod sections;
 
-pub use general::{General, Links, Modes, ShowLink, Telemetry};
+pub use general::{
+    General, Links, Modes, ShowLink, Telemetry, DEFAULT_PROXY_CONFIG_V4_URL,
+    DEFAULT_PROXY_CONFIG_V6_URL, DEFAULT_PROXY_SECRET_URL,
+};
 pub(crate) use sections::default_stun_servers;
 pub use sections::{
     effective_cap, Access, ApiSettings, Censorship, CidrRateKey, Listener, Network, RateLimitBps,
