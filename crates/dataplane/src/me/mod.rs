@@ -2,9 +2,13 @@
 //! RPC links to Telegram's middle proxies, each carrying many client sessions.
 //!
 //! Owns: the writers (one link each), the pool that keeps enough of them per DC and picks one
-//! for a new client, and the route decision with its fallback to direct. Must not: parse
+//! for a new client, the route decision with its fallback to direct, and the route's inputs
+//! (`inputs`: proxy secret and proxy configs downloaded, cached, refreshed). Must not: parse
 //! client framing or touch client sockets (the ME relay in `relay::me` does).
 
+// Not started by the pool yet (it reads the caches through `inputs_from_cache`).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod inputs;
 pub(crate) mod pool;
 pub(crate) mod writer;
 

@@ -3,7 +3,8 @@
 //! proxy at it.
 //!
 //! Owns: [`TestMe`] (server), [`MeClient`] (the proxy's side of one link, for
-//! tests), [`MeFiles`] and the config text generator. Must not: ship in the
+//! tests), [`MeFiles`] and the config text generator, and [`MeHttpFiles`] (a
+//! loopback stand-in for the download URLs of those files). Must not: ship in the
 //! binary or implement the data plane's writer pool.
 //!
 //! Unlike `client` and `dc`, this module builds on `proto::me` (both
@@ -12,11 +13,13 @@
 
 mod driver;
 mod files;
+mod http_files;
 mod relay;
 mod server;
 
 pub use driver::{MeClient, MeClientError, MeClientOptions, Received, DEFAULT_TIMEOUT};
 pub use files::{proxy_config_text, random_proxy_secret, MeFiles, PROXY_SECRET_LEN};
+pub use http_files::{http_date, MeHttpFiles, Reply, CONFIG_V4_PATH, CONFIG_V6_PATH, SECRET_PATH};
 pub use server::{
     MeConnRecord, MeCounters, MeLinkRecord, MeOptions, Misbehave, TestMe, HANDSHAKE_TIMEOUT,
 };
