@@ -57,7 +57,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::housekeeping::CounterState;
-pub use crate::me::{DcRow, Floor, PoolSnapshot, WriterRow};
+pub use crate::me::{DcRow, Floor, PoolSnapshot, Timeskew, WriterRow};
 use crate::policy::{Policy, Rebuilt};
 use crate::upstream::Upstreams;
 pub use crate::upstream::{

@@ -212,7 +212,13 @@ fn me_snapshot(
         writers,
         adaptive,
         selftest: MeSelftestInputs {
-            timeskew: Default::default(),
+            timeskew: api::runtime::MeTimeskewSnapshot {
+                max_skew_secs_15m: pool.timeskew.max_skew_secs_15m,
+                samples_15m: pool.timeskew.samples_15m,
+                last_skew_secs: pool.timeskew.last_skew_secs,
+                last_source: pool.timeskew.last_source.clone(),
+                last_seen_age_secs: pool.timeskew.last_seen_age_secs,
+            },
             interface_v4: detected.0,
             interface_v6: detected.1,
             bnd,

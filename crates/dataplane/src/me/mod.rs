@@ -6,16 +6,14 @@
 //! (`inputs`: proxy secret and proxy configs downloaded, cached, refreshed). Must not: parse
 //! client framing or touch client sockets (the ME relay in `relay::me` does).
 
-// Not started by the pool yet (it reads the caches through `inputs_from_cache`).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod inputs;
 pub(crate) mod pool;
 pub(crate) mod writer;
 
-pub use pool::{DcRow, Floor, PoolSnapshot, WriterRow};
+pub use pool::{DcRow, Floor, PoolSnapshot, Timeskew, WriterRow};
 pub(crate) use pool::{MePool, PoolInputs, Route};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,42 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Retry period while the inputs cannot be loaded at all.
 const INPUTS_RETRY: Duration = Duration::from_secs(5);
-
-/// A path from the config, relative to the config file's directory.
-pub(crate) fn resolve(config_path: &Path, configured: &str) -> PathBuf {
-    crate::tls_front::front_dir(config_path, configured)
-}
-
-/// Reads the proxy secret and the IPv4 proxy config from their cache files.
-pub(crate) fn inputs_from_cache(cfg: &Config, config_path: &Path) -> Result<PoolInputs, String> {
-    let g = &cfg.general;
-    let secret_key = "general.proxy_secret_path";
-    let secret_path = resolve(
-        config_path,
-        g.proxy_secret_path.as_deref().unwrap_or("proxy-secret"),
-    );
-    let secret = std::fs::read(&secret_path)
-        .map_err(|e| format!("{} ({secret_key}): {e}", secret_path.display()))?;
-    if !proto::me::handshake::SECRET_LEN.contains(&secret.len()) {
-        return Err(format!(
-            "{} ({secret_key}): proxy secret of {} bytes (32..=256 expected)",
-            secret_path.display(),
-            secret.len()
-        ));
-    }
-    let v4_key = "general.proxy_config_v4_cache_path";
-    let v4_path = resolve(
-        config_path,
-        g.proxy_config_v4_cache_path
-            .as_deref()
-            .unwrap_or("cache/proxy-config-v4.txt"),
-    );
-    let text = std::fs::read_to_string(&v4_path)
-        .map_err(|e| format!("{} ({v4_key}): {e}", v4_path.display()))?;
-    let file = proto::me::parse_proxy_config(&text)
-        .map_err(|e| format!("{} ({v4_key}): {e}", v4_path.display()))?;
-    Ok(pool_inputs(secret.into(), &file))
-}
 
 /// The pool's view of a parsed proxy config.
 pub(crate) fn pool_inputs(secret: Arc<[u8]>, file: &proto::me::ProxyConfigFile) -> PoolInputs {
@@ -93,17 +55,19 @@ pub(crate) async fn supervise(
     startup.set_me_stage("inputs");
     let limit = cfg.general.me_init_retry_attempts;
     startup.set_me_retry_limit((limit > 0).then_some(limit));
+    let settings = inputs::InputsSettings::from_config(&cfg, &config_path);
+    let skew = pool.skew_log();
     let mut attempts = 0u32;
-    loop {
+    let first = loop {
         startup.begin_me_attempt();
         attempts += 1;
-        match inputs_from_cache(&cfg, &config_path) {
+        match inputs::load_initial(&settings, &skew).await {
             Ok(inputs) => {
                 startup.set_me_error(None);
-                pool.set_inputs(inputs);
-                break;
+                break Arc::new(inputs);
             }
             Err(e) => {
+                let e = e.to_string();
                 tracing::error!(error = %e, "middle-proxy inputs unavailable");
                 startup.set_me_error(Some(e.clone()));
                 if limit > 0 && attempts >= limit {
@@ -123,7 +87,29 @@ pub(crate) async fn supervise(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(INPUTS_RETRY) => {}
         }
-    }
+    };
+    pool.set_inputs(pool_inputs(Arc::clone(&first.secret), &first.v4));
+    // Later downloads replace the inputs; the pool opens a new generation for a change.
+    let (tx, mut rx) = tokio::sync::watch::channel(Some(first));
+    let refresh = inputs::spawn_refresh(settings, skew, tx, cancel.child_token());
+    let follow = {
+        let pool = pool.clone();
+        let cancel = cancel.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+                let next = rx.borrow_and_update().clone();
+                if let Some(i) = next {
+                    pool.set_inputs(pool_inputs(Arc::clone(&i.secret), &i.v4));
+                }
+            }
+        }
+    };
+    tokio::spawn(follow);
+    drop(refresh);
     startup.set_me_stage("background_init");
     let mut ready = pool.ready_watch();
     tokio::select! {

@@ -189,6 +189,8 @@ struct Inner {
     wake: Notify,
     ready_tx: watch::Sender<bool>,
     cancel: CancellationToken,
+    /// Clock skew seen in the proxy-config downloads (the self-test's `timeskew`).
+    skew: super::inputs::SkewLog,
     /// Our public address per family, when known (NAT / STUN), for the KDF.
     public_ip: Mutex<Option<PublicIp>>,
 }
@@ -238,6 +240,7 @@ impl MePool {
             wake: Notify::new(),
             ready_tx,
             cancel,
+            skew: Default::default(),
             public_ip: Mutex::new(None),
         };
         Self {
@@ -261,6 +264,11 @@ impl MePool {
             .or_else(|| lookup.and_then(|f| f(local.ip())))
             .unwrap_or(local.ip());
         SocketAddr::new(ip, local.port())
+    }
+
+    /// The skew log the inputs downloads feed.
+    pub(crate) fn skew_log(&self) -> super::inputs::SkewLog {
+        self.inner.skew.clone()
     }
 
     /// Re-reads `[general]` (a config publish).
@@ -763,6 +771,7 @@ impl MePool {
             quarantine,
             refill,
             active_cap: s.active_cap,
+            timeskew: self.inner.skew.snapshot().into(),
         }
     }
 }
@@ -843,4 +852,28 @@ pub struct PoolSnapshot {
     /// Connects in flight per DC.
     pub refill: Vec<(i16, usize)>,
     pub active_cap: usize,
+    /// Clock skew against the proxy-config servers' `Date` headers.
+    pub timeskew: Timeskew,
+}
+
+/// Clock-skew samples (the API's `timeskew` block).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Timeskew {
+    pub max_skew_secs_15m: Option<u64>,
+    pub samples_15m: usize,
+    pub last_skew_secs: Option<u64>,
+    pub last_source: Option<String>,
+    pub last_seen_age_secs: Option<u64>,
+}
+
+impl From<super::inputs::SkewSnapshot> for Timeskew {
+    fn from(s: super::inputs::SkewSnapshot) -> Self {
+        Self {
+            max_skew_secs_15m: s.max_skew_secs_15m,
+            samples_15m: s.samples_15m,
+            last_skew_secs: s.last_skew_secs,
+            last_source: s.last_source,
+            last_seen_age_secs: s.last_seen_age_secs,
+        }
+    }
 }

@@ -222,7 +222,11 @@ async fn ad_tags_follow_config_edits_without_a_restart() {
     assert_eq!(tag_of(&alice), Some(new_tag));
     let mut bob = s.h.connect(Mode::Secure, 1).await;
     packet_echo(&mut bob, &[64]).await;
-    assert_eq!(tag_of(&bob), None, "no tag: flag 0x8 cleared, no extra block");
+    assert_eq!(
+        tag_of(&bob),
+        None,
+        "no tag: flag 0x8 cleared, no extra block"
+    );
     // The session that started before the edit keeps relaying.
     packet_echo(&mut conn, &[128]).await;
 }

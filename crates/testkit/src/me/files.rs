@@ -40,6 +40,10 @@ pub fn proxy_config_text(default_dc: Option<i16>, entries: &[(i16, SocketAddr)])
     s
 }
 
+/// Download base URL that refuses connections at once (the discard port on loopback, which
+/// nothing in the tests listens on).
+const OFFLINE: &str = "http://127.0.0.1:9";
+
 /// A temporary directory holding a proxy secret and both proxy configs.
 #[derive(Debug)]
 pub struct MeFiles {
@@ -86,10 +90,13 @@ impl MeFiles {
         self.dir.path()
     }
 
-    /// `[general]` lines pointing a config at these files.
+    /// `[general]` lines pointing a config at these files. The download URLs point at a
+    /// closed loopback port, so the proxy starts from these caches and never leaves loopback.
     pub fn general_keys(&self) -> String {
         format!(
-            "proxy_secret_path = {:?}\nproxy_config_v4_cache_path = {:?}\nproxy_config_v6_cache_path = {:?}\n",
+            "proxy_secret_path = {:?}\nproxy_config_v4_cache_path = {:?}\nproxy_config_v6_cache_path = {:?}\n\
+             proxy_secret_url = \"{OFFLINE}/getProxySecret\"\nproxy_config_v4_url = \"{OFFLINE}/getProxyConfig\"\n\
+             proxy_config_v6_url = \"{OFFLINE}/getProxyConfigV6\"\n",
             self.secret_path.display().to_string(),
             self.config_v4_path.display().to_string(),
             self.config_v6_path.display().to_string(),
