@@ -32,6 +32,7 @@ mod housekeeping;
 mod io_util;
 mod listener;
 mod masking;
+pub mod nat;
 mod outbound;
 mod policy;
 mod ratelimit;
