@@ -365,3 +365,50 @@ fn majority_pick_keeps_the_first_on_ties() {
     };
     assert_eq!(tie.pick(false), Some(sa("198.51.100.1:1")));
 }
+
+/// The data plane runs the probe with `use_middle_proxy = true` only.
+#[tokio::test]
+async fn dataplane_starts_the_probe_only_for_the_middle_proxy_route() {
+    let r = responder().await;
+    for me in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "[general]\nuse_middle_proxy = {me}\n\n[network]\n{}\n\
+             [access.users]\nu = \"00112233445566778899aabbccddeeff\"\n",
+            servers(&[&r])
+        );
+        std::fs::write(&path, text).expect("write config");
+        let store = config::ConfigStore::open(&path).expect("config loads");
+        let stats = stats::Stats::new(SystemTime::now());
+        let startup = Arc::new(stats::startup::StartupTracker::new(
+            SystemTime::now(),
+            stats::startup::TransportMode::Direct,
+        ));
+        let opts = crate::DataplaneOptions {
+            port_override: Some(0),
+            listen_override: Some(vec![ip("127.0.0.1")]),
+            ..crate::DataplaneOptions::default()
+        };
+        let dp = crate::Dataplane::start(store, stats, startup, opts).expect("start");
+        if me {
+            let found =
+                testkit::poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
+                    dp.nat_snapshot()
+                        .and_then(|s| s.reflection_v4)
+                        .is_some_and(|r| r.addr.ip() == ip(PUBLIC))
+                })
+                .await;
+            assert!(found, "the data plane's probe found the address");
+            assert_eq!(
+                dp.nat_probe().and_then(|p| p.public_ip_for(ip("10.0.0.1"))),
+                Some(ip(PUBLIC))
+            );
+        } else {
+            assert!(dp.nat_snapshot().is_none());
+            assert!(dp.nat_probe().is_none());
+        }
+        dp.shutdown(Duration::from_millis(10)).await;
+    }
+    assert_eq!(r.requests(), 1, "only the middle-proxy data plane asked");
+}
