@@ -10,7 +10,8 @@
 //! pruning) and reports its startup stages to the shared [`StartupTracker`].
 //! Must not: parse HTTP, write the config file, or know wire formats beyond calling `proto`.
 //!
-//! Not here yet: the middle-proxy route (`current_by_route().me` stays 0).
+//! Not here yet: the middle-proxy route (`current_by_route().me` stays 0); its public-address
+//! probe ([`nat`]) runs when `general.use_middle_proxy = true`.
 //!
 //! ```text
 //!  accept ─► [PROXY hdr] ─► handshake ──bad──► masking (mask_host, every byte read)
@@ -33,6 +34,7 @@ mod io_util;
 mod listener;
 mod masking;
 mod me;
+pub mod nat;
 mod outbound;
 mod policy;
 mod ratelimit;
@@ -342,7 +344,7 @@ impl Dataplane {
             }
         }));
 
-        let tasks = vec![
+        let mut tasks = vec![
             inner.upstreams.start(
                 &startup,
                 inner.cancel.child_token(),
@@ -403,8 +405,17 @@ impl Dataplane {
             tracing::info!(addrs = ?bound, "client listeners started");
         }
         report_me_route(cfg, &startup);
-        let mut tasks = tasks;
+        // The public-address probe serves the middle-proxy route only: direct mode never
+        // contacts STUN servers (docs/DECISIONS.md #42).
+        let nat = cfg.general.use_middle_proxy.then(|| {
+            let probe = nat::NatProbe::new(cfg, nat::NatProbeOptions::default());
+            tasks.push(probe.spawn_refresh(inner.cancel.child_token()));
+            probe
+        });
         if let Some(pool) = &inner.me {
+            if let Some(probe) = nat.clone() {
+                pool.set_public_ip(Arc::new(move |ip| probe.public_ip_for(ip)));
+            }
             pool.start();
             tasks.push(rt.spawn(me::supervise(
                 pool.clone(),
@@ -418,6 +429,7 @@ impl Dataplane {
             inner,
             counters,
             tasks: Mutex::new(tasks),
+            nat,
         })
     }
 }
@@ -427,6 +439,8 @@ pub struct DataplaneHandle {
     inner: Arc<Inner>,
     counters: Arc<CounterState>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// NAT / STUN public-address discovery; `None` in direct mode.
+    nat: Option<nat::NatProbe>,
 }
 
 impl DataplaneHandle {
@@ -484,6 +498,17 @@ impl DataplaneHandle {
         tokio::spawn(async move { counters.flush_async().await });
         tracing::info!(user = username, "quota counter reset");
         now
+    }
+
+    /// The public-address probe (`None` in direct mode: `/v1/runtime/nat_stun` is then
+    /// `source_unavailable`, as in telemt without a middle-proxy pool).
+    pub fn nat_probe(&self) -> Option<&nat::NatProbe> {
+        self.nat.as_ref()
+    }
+
+    /// [`nat::NatProbe::snapshot`] when the probe exists.
+    pub fn nat_snapshot(&self) -> Option<nat::NatSnapshot> {
+        self.nat.as_ref().map(nat::NatProbe::snapshot)
     }
 
     /// Connection tasks alive (handshaking, masked or relaying).

@@ -1,5 +1,6 @@
-//! Local interface addresses used as the "detected" addresses for links (docs/DECISIONS.md #21: the
-//! NAT/STUN public address when a probe exists — none is built yet — else the local interface
+//! Local interface addresses used as the "detected" addresses for links (docs/DECISIONS.md #21:
+//! the NAT/STUN public address when the data plane's probe knows one — `RuntimeHandle`
+//! substitutes it at read time, only with `use_middle_proxy = true` — else the local interface
 //! address). Found without sending a packet: connecting a UDP socket only selects the route
 //! and therefore the source address the kernel would use.
 

@@ -1,18 +1,19 @@
 //! `RuntimeHandle`: the binary's implementation of the API's `Runtime` port.
 //!
 //! What is real today: counters/users/IPs/events (`stats`), the startup tracker, config reload
-//! counters, local interface addresses as detected IPs, and from the data plane admission
-//! state, the upstream rows with health/latency and the middle-proxy pool (`None` in direct
-//! mode). Not built yet, reported as unavailable: the NAT/STUN probe (`nat_stun() == None`).
+//! counters, local interface addresses as detected IPs (replaced by the NAT probe's public
+//! address when it knows one), and from the data plane admission state, the upstream rows
+//! with health/latency, the middle-proxy pool and the NAT/STUN probe (`me_pool()` and
+//! `nat_stun()` are `None` in direct mode).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use api::runtime::{
     GatesSnapshot, IpPreference, MePoolSnapshot, NatStunSnapshot, ReloadStats, Runtime,
-    StartupSnapshot, StartupTracker, UpstreamDcSnapshot, UpstreamRouteKind, UpstreamSnapshot,
-    UpstreamsSnapshot,
+    StartupSnapshot, StartupTracker, StunReflection, UpstreamDcSnapshot, UpstreamRouteKind,
+    UpstreamSnapshot, UpstreamsSnapshot,
 };
 use config::ConfigStore;
 use dataplane::DataplaneHandle;
@@ -226,6 +227,25 @@ fn me_snapshot(
     }
 }
 
+fn nat_stun_snapshot(s: dataplane::nat::NatSnapshot) -> NatStunSnapshot {
+    let refl = |r: Option<dataplane::nat::NatReflection>| {
+        r.map(|r| StunReflection {
+            addr: r.addr,
+            observed_at: r.observed_at,
+        })
+    };
+    NatStunSnapshot {
+        nat_probe_enabled: s.nat_probe_enabled,
+        nat_probe_disabled_runtime: s.nat_probe_disabled_runtime,
+        nat_probe_attempts: s.nat_probe_attempts,
+        configured_servers: s.configured_servers,
+        live_servers: s.live_servers,
+        reflection_v4: refl(s.reflection_v4),
+        reflection_v6: refl(s.reflection_v6),
+        stun_backoff_remaining_ms: s.stun_backoff_remaining_ms,
+    }
+}
+
 impl Runtime for RuntimeHandle {
     fn stats(&self) -> &Stats {
         &self.stats
@@ -258,11 +278,26 @@ impl Runtime for RuntimeHandle {
     }
 
     fn nat_stun(&self) -> Option<NatStunSnapshot> {
-        None
+        // `None` in direct mode: the probe serves the middle-proxy route only.
+        self.dataplane.nat_snapshot().map(nat_stun_snapshot)
     }
 
+    /// The local interface addresses, each replaced by the NAT probe's public address when
+    /// the probe knows one for it (docs/DECISIONS.md #21, docs/PROTOCOL.md §7.5).
     fn detected_ips(&self) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-        self.detected
+        let (v4, v6) = self.detected;
+        let Some(nat) = self.dataplane.nat_probe() else {
+            return self.detected;
+        };
+        let v4 = v4.map(|l| match nat.public_ip_for(IpAddr::V4(l)) {
+            Some(IpAddr::V4(p)) => p,
+            _ => l,
+        });
+        let v6 = v6.map(|l| match nat.public_ip_for(IpAddr::V6(l)) {
+            Some(IpAddr::V6(p)) => p,
+            _ => l,
+        });
+        (v4, v6)
     }
 
     fn process_started_at(&self) -> SystemTime {

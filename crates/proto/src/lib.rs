@@ -5,7 +5,8 @@
 //! padded framings, fake-TLS ClientHello / ServerHello / record layer, PROXY
 //! protocol v1/v2, middle-proxy RPC packets / messages / KDF / CBC and the
 //! proxy-config text in [`me`], SOCKS4/5 upstream codecs in [`socks`], the
-//! DC table in [`dc`]; tg:// links are built by the API, which owns their host rules)
+//! DC table in [`dc`], the STUN binding used by the NAT probe in [`stun`];
+//! tg:// links are built by the API, which owns their host rules)
 //! and pure handshake helpers with time and randomness injected, the replay-cache
 //! primitive, the whole server-side client handshake as a state machine in
 //! [`server_handshake`] and the closed set of [`RejectReason`]s.
@@ -18,8 +19,7 @@
 //! Robustness: every parser has a "never panics on arbitrary bytes" proptest
 //! and a cargo-fuzz target in `/fuzz` (outside the workspace, nightly only).
 //!
-//! Not here yet: Shadowsocks (§9.4; use the `shadowsocks` crate in the data
-//! plane) and STUN (§7.5).
+//! Not here: Shadowsocks (§9.4; the data plane uses the `shadowsocks` crate).
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +34,7 @@ pub mod replay;
 pub mod server_handshake;
 mod sha;
 pub mod socks;
+pub mod stun;
 pub mod tls;
 pub mod users;
 

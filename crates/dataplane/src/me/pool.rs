@@ -249,7 +249,6 @@ impl MePool {
     }
 
     /// Installs the public-address lookup used in the KDF (NAT / STUN).
-    #[allow(dead_code)] // Wired by the NAT probe.
     pub(crate) fn set_public_ip(&self, f: PublicIp) {
         *self.inner.public_ip.lock() = Some(f);
     }

@@ -91,12 +91,13 @@ impl MeFiles {
     }
 
     /// `[general]` lines pointing a config at these files. The download URLs point at a
-    /// closed loopback port, so the proxy starts from these caches and never leaves loopback.
+    /// closed loopback port, so the proxy starts from these caches, and the NAT probe is off
+    /// (its default STUN servers are public): the proxy never leaves loopback.
     pub fn general_keys(&self) -> String {
         format!(
             "proxy_secret_path = {:?}\nproxy_config_v4_cache_path = {:?}\nproxy_config_v6_cache_path = {:?}\n\
              proxy_secret_url = \"{OFFLINE}/getProxySecret\"\nproxy_config_v4_url = \"{OFFLINE}/getProxyConfig\"\n\
-             proxy_config_v6_url = \"{OFFLINE}/getProxyConfigV6\"\n",
+             proxy_config_v6_url = \"{OFFLINE}/getProxyConfigV6\"\nmiddle_proxy_nat_probe = false\n",
             self.secret_path.display().to_string(),
             self.config_v4_path.display().to_string(),
             self.config_v6_path.display().to_string(),
