@@ -19,6 +19,16 @@
 //! * `ratelimit` — the cost of `access.user_rate_limits` set but never reached (same run,
 //!   proxies with and without, measured alternately: MiB/s and CPU-s/GB ratios), and how
 //!   closely a capped session holds its cap.
+//! * `me` — the middle-proxy route beside the direct one, same run: two proxies with the same
+//!   config but the route (direct: `dc_overrides` to the echo TestDc; ME: `use_middle_proxy`
+//!   with a testkit `TestMe` relaying to that same echo TestDc), measured back to back per line.
+//!   Packet echo MiB/s (64 KiB transport packets — the ME route carries whole frames, not a
+//!   byte stream) at 1 and 8 connections with ME / direct ratios (target: ME ≥ 0.8× direct)
+//!   and both proxies' CPU-s/GB; handshakes/s (packet round trip); with `--idle` sessions held
+//!   over ME, RSS per session and how many middle-proxy links (writers) carry them. Every ME
+//!   figure is checked against TestMe's own records (frames and connection ids it saw), so
+//!   traffic that fell back to direct is an error, not a number. TestMe runs in dpbench's
+//!   process: its CPU is not in the proxy's CPU figures.
 //! * `all` — everything.
 //!
 //! By default the proxy is the real `mtproxyd` release binary (see [`proxy::locate_binary`]),
@@ -31,11 +41,12 @@ pub mod proxy;
 pub mod scenarios;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use proxy::ProxyHandle;
-use scenarios::{BenchMode, Dcs, Target};
+use scenarios::{BenchMode, Dcs, Exchange, Target};
 
 /// Which measurements to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +61,8 @@ pub enum Scenario {
     Idle,
     /// Rate-limit cost and accuracy.
     RateLimit,
+    /// Middle-proxy route beside the direct one.
+    Me,
     /// All of the above.
     All,
 }
@@ -63,6 +76,7 @@ impl Scenario {
             "handshakes" => Self::Handshakes,
             "idle" => Self::Idle,
             "ratelimit" => Self::RateLimit,
+            "me" => Self::Me,
             "all" => Self::All,
             _ => return None,
         })
@@ -237,6 +251,19 @@ pub async fn run(o: &Options) -> Report {
     if o.scenario == Scenario::Ceiling {
         return rep;
     }
+    // The ME scenario spawns its own pair of proxies: skip the shared ones (one of them has
+    // 10,000 users) when it runs alone.
+    if o.scenario == Scenario::Me {
+        if o.external.is_some() {
+            rep.err(
+                "me",
+                "needs spawned proxies (it points one at its own test middle proxy)".into(),
+            );
+        } else {
+            me_route(&dcs, o, &mut rep).await;
+        }
+        return rep;
+    }
     let (one, many) = match proxies(o, &dcs).await {
         Ok(p) => p,
         Err(e) => {
@@ -306,6 +333,9 @@ pub async fn run(o: &Options) -> Report {
     }
     if matches!(o.scenario, Scenario::RateLimit | Scenario::All) && o.external.is_none() {
         rate_limits(&dcs, o, &mut rep).await;
+    }
+    if o.scenario == Scenario::All && o.external.is_none() {
+        me_route(&dcs, o, &mut rep).await;
     }
     if !rep.errors.is_empty() {
         let logs = one.logs();
@@ -529,6 +559,269 @@ async fn handshake_rates(
             Err(e) => rep.err("proxy with the ServerHello delay off", e),
         }
     }
+}
+
+/// Transport packet of the ME / direct echo: large enough that the per-frame cost (one RPC
+/// per client frame on the ME route) does not dominate, as in a bulk media download.
+const ME_PACKET: usize = 64 * 1024;
+/// The target for the ME route's relay rate, as a fraction of the direct route's.
+const ME_TARGET_RATIO: f64 = 0.8;
+
+/// Waits until the ME proxy's API reports its pool ready (`/v1/runtime/gates`), then lets the
+/// shadow writers come up: before that, a session would wait (`me_route_hybrid_max_wait_ms`)
+/// and go direct, measuring the wrong route.
+async fn wait_me_ready(p: &ProxyHandle, me: &testkit::me::TestMe) -> Result<(), String> {
+    let api = p.api.ok_or("ME proxy has no API address")?;
+    let mut c = testkit::HttpClient::new(api).with_timeout(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = c.get("/v1/runtime/gates").await {
+            if r.json()
+                .ok()
+                .and_then(|v| v["data"]["me_runtime_ready"].as_bool())
+                == Some(true)
+            {
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err("ME pool not ready after 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ready needs one writer per DC; the rest of the pool (shadows) follows within a moment.
+    // Wait until the established link count holds still for two seconds (the pool refills
+    // on a 500 ms tick, so one second can fall between two writers).
+    let live = || live_links(me);
+    let (mut last, mut since) = (live(), Instant::now());
+    while since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if live() != last {
+            (last, since) = (live(), Instant::now());
+        }
+    }
+    Ok(())
+}
+
+/// Middle-proxy links (the proxy's writers) established and still open, as TestMe sees them.
+fn live_links(me: &testkit::me::TestMe) -> usize {
+    me.links()
+        .iter()
+        .filter(|l| l.established && !l.closed)
+        .count()
+}
+
+fn log_tail(p: &ProxyHandle) -> String {
+    let logs = p.logs();
+    let start = logs.char_indices().rev().nth(2000).map_or(0, |(i, _)| i);
+    logs[start..].to_string()
+}
+
+/// The `me` scenario (see the crate docs).
+async fn me_route(dcs: &Dcs, o: &Options, rep: &mut Report) {
+    use testkit::me::{random_proxy_secret, MeFiles, MeOptions, TestMe};
+    let secret = random_proxy_secret();
+    let me = match TestMe::start(dcs.echo.addr(), MeOptions::new(secret.clone())).await {
+        Ok(m) => m,
+        Err(e) => return rep.err("me: start TestMe", e.to_string()),
+    };
+    // Both DC indexes the bench uses go to the one middle proxy, which relays to the echo DC.
+    let files = match MeFiles::write(
+        &secret,
+        Some(proxy::DC_ECHO),
+        &[(proxy::DC_ECHO, me.addr()), (proxy::DC_SINK, me.addr())],
+    ) {
+        Ok(f) => f,
+        Err(e) => return rep.err("me: proxy secret / config files", e.to_string()),
+    };
+    let bin = proxy::locate_binary();
+    if !bin.exists() {
+        if let Err(e) = proxy::build_binary() {
+            return rep.err("me: proxy", e);
+        }
+    }
+    let dc = (dcs.sink.addr(), dcs.echo.addr());
+    let (direct, via_me) = match (
+        proxy::spawn(&bin, 1, dc, "").await,
+        proxy::spawn_me(&bin, dc, &files.general_keys()).await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (a, b) => return rep.err("me: proxies", format!("{:?} / {:?}", a.err(), b.err())),
+    };
+    let errors_before = rep.errors.len();
+    if let Err(e) = wait_me_ready(&via_me, &me).await {
+        rep.err("me: readiness", e);
+        println!("--- ME proxy log tail ---\n{}", log_tail(&via_me));
+        return;
+    }
+    println!(
+        "me         middle proxy {} (TestMe, in dpbench's process: its CPU is not in the proxy's cpu figures), {} writers up",
+        me.addr(),
+        live_links(&me)
+    );
+    let mut modes = Vec::new();
+    for &m in &o.modes {
+        let frames = me.counters().frames_in;
+        let direct_ok = scenarios::preflight_packets(Target::Proxy(&direct), m).await;
+        let me_ok = scenarios::preflight_packets(Target::Proxy(&via_me), m).await;
+        match (direct_ok, me_ok) {
+            (Ok(()), Ok(())) if me.counters().frames_in > frames => modes.push(m),
+            (Ok(()), Ok(())) => rep.err(
+                &format!("me preflight {}", m.name()),
+                "the ME proxy answered but TestMe saw no frame (went direct)".into(),
+            ),
+            (a, b) => rep.err(
+                &format!("me preflight {}", m.name()),
+                format!("direct {:?} / me {:?}", a.err(), b.err()),
+            ),
+        }
+    }
+    let total = o.mib << 20;
+    for &mode in &modes {
+        for conns in CONNS {
+            me_echo_line(&direct, &via_me, &me, mode, conns, total, rep).await;
+        }
+        me_handshakes_line(&direct, &via_me, &me, mode, o, rep).await;
+    }
+    let idle_mode = if modes.contains(&BenchMode::Tls) {
+        Some(BenchMode::Tls)
+    } else {
+        modes.first().copied()
+    };
+    if let Some(mode) = idle_mode {
+        let conns_before = me.conns().len();
+        let r =
+            scenarios::idle_rss_as(&via_me, mode, o.idle, Exchange::Packets, || live_links(&me))
+                .await;
+        // Warm-up sessions (64) and the held ones must all have reached TestMe.
+        let via = me.conns().len() - conns_before;
+        match r {
+            Ok((r, writers)) if via >= r.sessions => rep.ok(
+                format!(
+                    "me         idle mode={} sessions={}  rss {} -> {} KiB  = {:.0} B/session  over {writers} writers",
+                    mode.name(),
+                    r.sessions,
+                    r.before_kib,
+                    r.after_kib,
+                    r.per_session_bytes()
+                ),
+                json!({"kind": "me_idle_rss", "mode": mode.name(), "sessions": r.sessions,
+                       "before_kib": r.before_kib, "after_kib": r.after_kib,
+                       "bytes_per_session": r.per_session_bytes(), "writers": writers}),
+            ),
+            Ok((r, _)) => rep.err(
+                "me idle",
+                format!("TestMe saw {via} of {} sessions (the rest went direct)", r.sessions),
+            ),
+            Err(e) => rep.err("me idle", e),
+        }
+    }
+    if rep.errors.len() > errors_before {
+        println!("--- ME proxy log tail ---\n{}", log_tail(&via_me));
+    }
+}
+
+/// One `me` echo line: direct then ME back to back (same load), ME checked against TestMe.
+async fn me_echo_line(
+    direct: &ProxyHandle,
+    via_me: &ProxyHandle,
+    me: &testkit::me::TestMe,
+    mode: BenchMode,
+    conns: usize,
+    total: u64,
+    rep: &mut Report,
+) {
+    let what = format!("me echo {} conns={conns}", mode.name());
+    let echo = |p| scenarios::packet_echo(Target::Proxy(p), mode, conns, total, ME_PACKET);
+    let packets = (total / conns as u64 / ME_PACKET as u64).max(1);
+    let relayed = 2 * packets * ME_PACKET as u64 * conns as u64;
+    let d = match measured(direct, relayed, echo(direct)).await {
+        Ok(d) => d,
+        Err(e) => return rep.err(&what, format!("direct: {e}")),
+    };
+    let frames = me.counters().frames_in;
+    let m = match measured(via_me, relayed, echo(via_me)).await {
+        Ok(m) => m,
+        Err(e) => return rep.err(&what, format!("me: {e}")),
+    };
+    // One RPC per client packet (plus the warm-up round trips): fewer means some sessions
+    // did not use the middle proxy.
+    let seen = me.counters().frames_in - frames;
+    if seen < packets * conns as u64 {
+        return rep.err(
+            &what,
+            format!(
+                "TestMe saw {seen} frames of {} packets",
+                packets * conns as u64
+            ),
+        );
+    }
+    let cpu_ratio = m.cpu_s_per_gb.zip(d.cpu_s_per_gb).map(|(m, d)| m / d);
+    rep.ok(
+        format!(
+            "me         mode={:7} conns={conns}  direct={:8.1} MiB/s cpu={} s/GB  me={:8.1} MiB/s cpu={} s/GB  me/direct x{:.2} (target >= x{ME_TARGET_RATIO:.1}) cpu x{}",
+            mode.name(),
+            d.mib_s,
+            cpu_text(&d),
+            m.mib_s,
+            cpu_text(&m),
+            m.mib_s / d.mib_s,
+            cpu_ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2}")),
+        ),
+        json!({"kind": "me_echo", "mode": mode.name(), "conns": conns, "packet": ME_PACKET,
+               "direct_mib_s": d.mib_s, "me_mib_s": m.mib_s, "ratio": m.mib_s / d.mib_s,
+               "target_ratio": ME_TARGET_RATIO,
+               "direct_cpu_s_per_gb": d.cpu_s_per_gb, "me_cpu_s_per_gb": m.cpu_s_per_gb,
+               "me_in_bench_process": true}),
+    );
+}
+
+/// One `me` handshakes line: direct then ME, each session with one packet round trip.
+async fn me_handshakes_line(
+    direct: &ProxyHandle,
+    via_me: &ProxyHandle,
+    me: &testkit::me::TestMe,
+    mode: BenchMode,
+    o: &Options,
+    rep: &mut Report,
+) {
+    let what = format!("me handshakes {}", mode.name());
+    let rate = |p| {
+        scenarios::handshakes_as(
+            Target::Proxy(p),
+            mode,
+            o.handshakes,
+            o.concurrency,
+            false,
+            Exchange::Packets,
+        )
+    };
+    let d = match rate(direct).await {
+        Ok(d) => d,
+        Err(e) => return rep.err(&what, format!("direct: {e}")),
+    };
+    let conns_before = me.conns().len();
+    let m = match rate(via_me).await {
+        Ok(m) => m,
+        Err(e) => return rep.err(&what, format!("me: {e}")),
+    };
+    // Each ME session shows up at TestMe as a connection id with its first request.
+    let via = me.conns().len() - conns_before;
+    if via < o.handshakes {
+        return rep.err(
+            &what,
+            format!("TestMe saw {via} of {} sessions", o.handshakes),
+        );
+    }
+    rep.ok(
+        format!(
+            "me         mode={:7} handshakes  direct={d:8.0} /s  me={m:8.0} /s  me/direct x{:.2}",
+            mode.name(),
+            m / d
+        ),
+        json!({"kind": "me_handshakes", "mode": mode.name(), "direct_per_s": d,
+               "me_per_s": m, "ratio": m / d}),
+    );
 }
 
 /// Cap (bits/s) of the accuracy measurement: low enough for any machine to reach.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use dpbench::scenarios::BenchMode;
 use dpbench::{External, Options, Scenario};
 
-const USAGE: &str = "usage: dpbench <ceiling|throughput|handshakes|idle|ratelimit|all> [flags]
+const USAGE: &str = "usage: dpbench <ceiling|throughput|handshakes|idle|ratelimit|me|all> [flags]
   --proxy ADDR --secret HEX [--pid PID]   measure a running proxy (else spawn mtproxyd)
   --sink-port P --echo-port P             fixed TestDc ports (for an external proxy's dc_overrides:
                                           DC 1 -> sink, DC 2 -> echo)

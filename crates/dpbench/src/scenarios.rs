@@ -116,6 +116,109 @@ async fn round_trip(c: &mut TestConn) -> Result<(), ClientError> {
     }
 }
 
+/// How a session talks to the echo DC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// A raw byte stream: fine on the direct route, which relays bytes as they come.
+    Bytes,
+    /// Whole transport packets (`send_packet` / `recv_packet`): the middle-proxy route cuts
+    /// the client stream into frames and sends one RPC per frame, so a raw stream is not a
+    /// valid client there.
+    Packets,
+}
+
+/// One round trip (a 32-byte payload) through the echo DC, as `ex` says.
+async fn round_trip_as(c: &mut TestConn, ex: Exchange) -> Result<(), ClientError> {
+    match ex {
+        Exchange::Bytes => round_trip(c).await,
+        Exchange::Packets => {
+            let probe: [u8; 32] = rand::random();
+            c.send_packet(&probe).await?;
+            if c.recv_packet().await? == probe {
+                Ok(())
+            } else {
+                Err(ClientError::Protocol("echo mismatch".into()))
+            }
+        }
+    }
+}
+
+/// Checks that a session through `target` reaches the echo DC with whole packets (the
+/// middle-proxy route's preflight).
+pub async fn preflight_packets(target: Target<'_>, mode: BenchMode) -> Result<(), String> {
+    let mut c = target
+        .open(mode, DC_ECHO, 0)
+        .await
+        .map_err(|e| format!("{} handshake: {e}", mode.name()))?;
+    c.set_timeout(Duration::from_secs(5));
+    round_trip_as(&mut c, Exchange::Packets)
+        .await
+        .map_err(|e| format!("{} packet round trip: {e}", mode.name()))
+}
+
+/// Packet echo throughput: every session sends `total / conns` bytes as `packet`-byte
+/// transport packets (a multiple of 4) and reads the echoed packets back concurrently;
+/// reported as payload MiB/s in one direction. Works on both routes, so the direct and
+/// middle-proxy figures measure the same client traffic.
+pub async fn packet_echo(
+    target: Target<'_>,
+    mode: BenchMode,
+    conns: usize,
+    total: u64,
+    packet: usize,
+) -> Result<f64, String> {
+    let packets = (total / conns as u64 / packet as u64).max(1);
+    let mut halves = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let mut c = target
+            .open(mode, DC_ECHO, i)
+            .await
+            .map_err(|e| format!("open: {e}"))?;
+        round_trip_as(&mut c, Exchange::Packets)
+            .await
+            .map_err(|e| format!("warmup: {e}"))?;
+        halves.push(c.into_split());
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut r, mut w) in halves {
+        let writer = tokio::spawn(async move {
+            let p = vec![0xa5u8; packet];
+            for _ in 0..packets {
+                w.send_packet(&p).await?;
+            }
+            Ok::<_, ClientError>(w)
+        });
+        // A slow route must read as a low number, not as a timeout.
+        r.timeout = Duration::from_secs(120);
+        let reader = tokio::spawn(async move {
+            for _ in 0..packets {
+                let got = r.recv_packet().await?;
+                if got.len() != packet {
+                    return Err(ClientError::Protocol(format!(
+                        "echoed packet of {} bytes, sent {packet}",
+                        got.len()
+                    )));
+                }
+            }
+            Ok::<_, ClientError>(())
+        });
+        tasks.push((writer, reader));
+    }
+    for (w, r) in tasks {
+        r.await
+            .map_err(|e| format!("reader task: {e}"))?
+            .map_err(|e| format!("recv: {e}"))?;
+        w.await
+            .map_err(|e| format!("writer task: {e}"))?
+            .map_err(|e| format!("send: {e}"))?;
+    }
+    Ok(mib_per_s(
+        packets * packet as u64 * conns as u64,
+        start.elapsed(),
+    ))
+}
+
 /// Checks that a session through `target` reaches the echo DC (fails fast with a clear error
 /// when the proxy does not relay yet).
 pub async fn preflight(target: Target<'_>, mode: BenchMode) -> Result<(), String> {
@@ -265,6 +368,26 @@ pub async fn handshakes(
     concurrency: usize,
     distinct_users: bool,
 ) -> Result<f64, String> {
+    handshakes_as(
+        target,
+        mode,
+        n,
+        concurrency,
+        distinct_users,
+        Exchange::Bytes,
+    )
+    .await
+}
+
+/// [`handshakes`] with the round trip made as `ex` says.
+pub async fn handshakes_as(
+    target: Target<'_>,
+    mode: BenchMode,
+    n: usize,
+    concurrency: usize,
+    distinct_users: bool,
+    ex: Exchange,
+) -> Result<f64, String> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let worker = |next: Arc<std::sync::atomic::AtomicUsize>| async move {
@@ -278,7 +401,7 @@ pub async fn handshakes(
                 .open(mode, DC_ECHO, user)
                 .await
                 .map_err(|e| format!("handshake {i}: {e}"))?;
-            round_trip(&mut c)
+            round_trip_as(&mut c, ex)
                 .await
                 .map_err(|e| format!("round trip {i}: {e}"))?;
         }
@@ -346,10 +469,24 @@ pub async fn idle_rss(
     mode: BenchMode,
     sessions: usize,
 ) -> Result<IdleRss, String> {
+    idle_rss_as(proxy, mode, sessions, Exchange::Bytes, || ())
+        .await
+        .map(|(r, ())| r)
+}
+
+/// [`idle_rss`] with the round trips made as `ex` says; `during` runs while the sessions are
+/// still held (e.g. to count the middle-proxy links they share).
+pub async fn idle_rss_as<T>(
+    proxy: &ProxyHandle,
+    mode: BenchMode,
+    sessions: usize,
+    ex: Exchange,
+    during: impl FnOnce() -> T,
+) -> Result<(IdleRss, T), String> {
     let pid = proxy.pid.ok_or("proxy pid unknown (pass --pid)")?;
     let target = Target::Proxy(proxy);
     // Warm-up: let allocator pools and worker threads settle.
-    handshakes(target, mode, 64, 8, true).await?;
+    handshakes_as(target, mode, 64, 8, true, ex).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_kib = rss_kib(pid).ok_or("cannot read proxy VmRSS")?;
     let mut held = Vec::with_capacity(sessions);
@@ -358,19 +495,23 @@ pub async fn idle_rss(
             .open(mode, DC_ECHO, i)
             .await
             .map_err(|e| format!("session {i}: {e}"))?;
-        round_trip(&mut c)
+        round_trip_as(&mut c, ex)
             .await
             .map_err(|e| format!("session {i} round trip: {e}"))?;
         held.push(c);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_kib = rss_kib(pid).ok_or("cannot read proxy VmRSS")?;
+    let seen = during();
     drop(held);
-    Ok(IdleRss {
-        sessions,
-        before_kib,
-        after_kib,
-    })
+    Ok((
+        IdleRss {
+            sessions,
+            before_kib,
+            after_kib,
+        },
+        seen,
+    ))
 }
 
 /// Starts the sink and echo DCs on the given ports (0 = any).
@@ -407,6 +548,28 @@ mod tests {
                 (512 << 10) + 32 * conns as u64
             );
         }
+        // The packet paths (what the `me` scenario measures on both routes): the echo DC
+        // echoes the framed bytes, so the client gets its packets back whole. Abridged frames
+        // a 32-byte probe with 1 header byte and a 64 KiB packet with 4.
+        for conns in [1, 8] {
+            let before = dcs.echo.counters().bytes_out;
+            let ec = packet_echo(t, BenchMode::Classic, conns, 512 << 10, 64 << 10)
+                .await
+                .unwrap();
+            assert!(ec > 0.0);
+            let packets = (512 / 64 / conns) as u64;
+            assert_eq!(
+                dcs.echo.counters().bytes_out - before,
+                conns as u64 * (33 + packets * ((64 << 10) + 4))
+            );
+        }
+        preflight_packets(t, BenchMode::Tls).await.unwrap();
+        let n0 = dcs.echo.counters().sessions;
+        let rate = handshakes_as(t, BenchMode::Secure, 50, 4, false, Exchange::Packets)
+            .await
+            .unwrap();
+        assert!(rate > 0.0);
+        assert_eq!(dcs.echo.counters().sessions - n0, 50);
         let n0 = dcs.echo.counters().sessions;
         let rate = handshakes(t, BenchMode::Classic, 200, 8, false)
             .await
