@@ -41,6 +41,9 @@ pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
 /// Frames queued towards one client session before the session counts as too slow and is
 /// closed (its client reconnects) instead of holding up the link's reader.
 pub(crate) const SESSION_QUEUE: usize = 256;
+/// How long the link's reader waits for room in a full session queue before closing that
+/// session (telemt's `me_route_blocking_send_timeout_ms` default).
+const BLOCKING_SEND: Duration = Duration::from_millis(250);
 /// Packets queued towards one link; senders wait when it is full (backpressure per link).
 const CMD_QUEUE: usize = 1024;
 /// Bytes batched into one socket write by the write loop.
@@ -509,7 +512,7 @@ impl LinkTask {
                     Err(e) => return LinkEnd::Protocol(e.to_string()),
                 };
                 self.shared.touch();
-                if let Err(e) = self.dispatch(packet, pings) {
+                if let Err(e) = self.dispatch(packet, pings).await {
                     return LinkEnd::Protocol(e);
                 }
             }
@@ -521,7 +524,7 @@ impl LinkTask {
         }
     }
 
-    fn dispatch(
+    async fn dispatch(
         &self,
         mut packet: Vec<u8>,
         pings: &Mutex<Option<(u64, Instant)>>,
@@ -575,13 +578,21 @@ impl LinkTask {
         mp.rpc_proxy_req_signal_response_total.inc();
         match tx.try_send(down) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // This client does not read fast enough: close it rather than stall the link's
-                // other sessions (docs/DECISIONS.md #43).
-                mp.route_drop_queue_full_total.inc();
+            Err(mpsc::error::TrySendError::Full(down)) => {
+                // The client reads slower than its answers arrive (a bulk download): hold the
+                // link's reader for a short while, like TCP would; a session still full after
+                // that is closed rather than stall the link's other sessions
+                // (docs/DECISIONS.md #43).
                 mp.route_drop_queue_full_base_total.inc();
-                if self.shared.unbind(conn_id) {
-                    let _ = self.cmd.try_send(Cmd::Close(conn_id));
+                if !matches!(
+                    tokio::time::timeout(BLOCKING_SEND, tx.send(down)).await,
+                    Ok(Ok(()))
+                ) {
+                    mp.route_drop_queue_full_total.inc();
+                    mp.route_drop_queue_full_high_total.inc();
+                    if self.shared.unbind(conn_id) {
+                        let _ = self.cmd.try_send(Cmd::Close(conn_id));
+                    }
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
