@@ -24,20 +24,46 @@ use tokio_util::sync::CancellationToken;
 /// Retry period while the inputs cannot be loaded at all.
 const INPUTS_RETRY: Duration = Duration::from_secs(5);
 
-/// The pool's view of a parsed proxy config.
-pub(crate) fn pool_inputs(secret: Arc<[u8]>, file: &proto::me::ProxyConfigFile) -> PoolInputs {
+/// The pool's view of the proxy configs: IPv4 endpoints when `network.ipv4`, IPv6 ones when
+/// `network.ipv6` is on (auto-detect counts as off: a v6 link that cannot route only costs
+/// failed connects), the preferred family first within each DC.
+pub(crate) fn pool_inputs(
+    secret: Arc<[u8]>,
+    v4: &proto::me::ProxyConfigFile,
+    v6: Option<&proto::me::ProxyConfigFile>,
+    net: &config::Network,
+) -> PoolInputs {
     let mut endpoints: std::collections::BTreeMap<i16, Vec<std::net::SocketAddr>> =
         Default::default();
-    for (dc, addr) in &file.proxy_for {
-        let list = endpoints.entry(*dc).or_default();
-        if !list.contains(addr) {
-            list.push(*addr);
+    let mut files: Vec<&proto::me::ProxyConfigFile> = Vec::new();
+    let use_v6 = net.ipv6 == Some(true);
+    match (net.prefer == 6, use_v6, v6) {
+        (true, true, Some(f6)) => {
+            files.push(f6);
+            if net.ipv4 {
+                files.push(v4);
+            }
+        }
+        (_, true, Some(f6)) => {
+            if net.ipv4 {
+                files.push(v4);
+            }
+            files.push(f6);
+        }
+        _ => files.push(v4),
+    }
+    for file in &files {
+        for (dc, addr) in &file.proxy_for {
+            let list = endpoints.entry(*dc).or_default();
+            if !list.contains(addr) {
+                list.push(*addr);
+            }
         }
     }
     PoolInputs {
         secret,
         endpoints,
-        default_dc: file.default_dc.unwrap_or(2),
+        default_dc: v4.default_dc.unwrap_or(2),
     }
 }
 
@@ -88,13 +114,19 @@ pub(crate) async fn supervise(
             _ = tokio::time::sleep(INPUTS_RETRY) => {}
         }
     };
-    pool.set_inputs(pool_inputs(Arc::clone(&first.secret), &first.v4));
+    pool.set_inputs(pool_inputs(
+        Arc::clone(&first.secret),
+        &first.v4,
+        first.v6.as_ref(),
+        &cfg.network,
+    ));
     // Later downloads replace the inputs; the pool opens a new generation for a change.
     let (tx, mut rx) = tokio::sync::watch::channel(Some(first));
     let refresh = inputs::spawn_refresh(settings, skew, tx, cancel.child_token());
     let follow = {
         let pool = pool.clone();
         let cancel = cancel.clone();
+        let net = cfg.network.clone();
         async move {
             loop {
                 tokio::select! {
@@ -103,7 +135,12 @@ pub(crate) async fn supervise(
                 }
                 let next = rx.borrow_and_update().clone();
                 if let Some(i) = next {
-                    pool.set_inputs(pool_inputs(Arc::clone(&i.secret), &i.v4));
+                    pool.set_inputs(pool_inputs(
+                        Arc::clone(&i.secret),
+                        &i.v4,
+                        i.v6.as_ref(),
+                        &net,
+                    ));
                 }
             }
         }

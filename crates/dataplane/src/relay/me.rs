@@ -264,11 +264,17 @@ async fn downstream(
         if !plain.is_empty() {
             activity.touch(false);
             enc.apply_in_place(&mut plain);
-            client_out.begin();
-            client_out.wrap(&plain, &mut wire);
-            write_all(client, &wire).await?;
-            meter.count_to_client(wire.len());
-            let n = wire.len();
+            // Plain clients get the buffer as it is; ee clients need record headers around it.
+            let out = if client_out.is_tls() {
+                client_out.begin();
+                client_out.wrap(&plain, &mut wire);
+                &wire
+            } else {
+                &plain
+            };
+            write_all(client, out).await?;
+            let n = out.len();
+            meter.count_to_client(n);
             plain.clear();
             wire.clear();
             meter.check_quota()?;

@@ -317,6 +317,11 @@ impl ClientOut {
         }
     }
 
+    /// Whether bytes to this client are wrapped in TLS records (ee clients).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// Appends `payload` (already encrypted for the client) to `out` as the client sees it:
     /// records of the current size for ee clients, the bytes as they are otherwise. For
     /// routes that hold the payload in their own buffer (the middle-proxy route).

@@ -230,3 +230,83 @@ async fn ad_tags_follow_config_edits_without_a_restart() {
     // The session that started before the edit keeps relaying.
     packet_echo(&mut conn, &[128]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_proxy_config_swaps_in_a_new_generation_and_the_old_one_drains() {
+    use testkit::me::{MeHttpFiles, CONFIG_V4_PATH, CONFIG_V6_PATH, SECRET_PATH};
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me1 = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME 1");
+    let me2 = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME 2");
+    let http = MeHttpFiles::start().await.expect("download server");
+    let config_of = |me: &TestMe| testkit::me::proxy_config_text(Some(2), &[(2, me.addr())]);
+    http.set_body(SECRET_PATH, secret.clone());
+    http.set_body(CONFIG_V4_PATH, config_of(&me1));
+    http.set_body(CONFIG_V6_PATH, "default 2;\n");
+    // The caches start empty: the proxy must download (and keep refreshing every second).
+    let cache = tempfile::tempdir().expect("cache dir");
+    let keys = format!(
+        "proxy_secret_path = {:?}\nproxy_config_v4_cache_path = {:?}\nproxy_config_v6_cache_path = {:?}\n\
+         proxy_secret_url = \"{}\"\nproxy_config_v4_url = \"{}\"\nproxy_config_v6_url = \"{}\"\n\
+         middle_proxy_nat_probe = false\nupdate_every = 1\nme_pool_drain_ttl_secs = 60\n",
+        cache.path().join("secret").display().to_string(),
+        cache.path().join("v4.txt").display().to_string(),
+        cache.path().join("v6.txt").display().to_string(),
+        http.url(SECRET_PATH),
+        http.url(CONFIG_V4_PATH),
+        http.url(CONFIG_V6_PATH),
+    );
+    let h = Harness::start(Cfg {
+        middle_proxy: Some(keys),
+        ..Cfg::default()
+    })
+    .await;
+    h.wait_for("ME pool ready", |h| h.dp.me_ready()).await;
+    assert!(cache.path().join("v4.txt").exists(), "download cached");
+    let mut old = h.connect(Mode::Intermediate, 0).await;
+    packet_echo(&mut old, &[100]).await;
+    assert_eq!(me1.conns().len(), 1);
+
+    // The published config now lists the second middle proxy.
+    http.set_body(CONFIG_V4_PATH, config_of(&me2));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = h.dp.me_pool_snapshot().expect("pool");
+        if p.active_generation == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no swap: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = h.dp.me_pool_snapshot().expect("pool");
+    assert!(p
+        .writers
+        .iter()
+        .any(|w| w.contour == "active" && w.endpoint == me2.addr()));
+    // The old generation drains: its writer with a client stays until the client leaves.
+    assert!(
+        p.writers
+            .iter()
+            .any(|w| w.contour == "draining" && w.endpoint == me1.addr()),
+        "{p:?}"
+    );
+    assert!(h.stats.pool().pool_swap_total >= 1);
+    packet_echo(&mut old, &[200]).await;
+    let mut new = h.connect(Mode::Intermediate, 1).await;
+    packet_echo(&mut new, &[300]).await;
+    assert_eq!(
+        me2.conns().len(),
+        1,
+        "new sessions go to the new generation"
+    );
+    drop(old);
+    h.wait_for("drained", |h| {
+        h.dp.me_pool_snapshot()
+            .is_some_and(|p| p.writers.iter().all(|w| w.endpoint == me2.addr()))
+    })
+    .await;
+}
