@@ -406,8 +406,11 @@ impl MePool {
         };
         let gen = st.generation;
         let floors = Self::floors(&s, &st, &inputs);
-        // Generation swap: the newest generation covers every DC's minimum.
-        if st.active != gen {
+        // The first generation serves at once (DCs with writers work while others are still
+        // failing); a later one replaces it only once it covers every DC's minimum.
+        if st.active == 0 {
+            st.active = gen;
+        } else if st.active != gen {
             let covered = floors.iter().all(|(dc, f)| {
                 st.writers
                     .iter()
@@ -416,24 +419,21 @@ impl MePool {
                     >= f.min
             });
             if covered {
-                let old = st.active;
                 st.active = gen;
-                if old != 0 {
-                    pool_c.pool_swap_total.inc();
-                    let deadline = now + s.drain_ttl.min(s.force_close).max(Duration::from_secs(1));
-                    let (keep, drain): (Vec<_>, Vec<_>) = std::mem::take(&mut st.writers)
-                        .into_iter()
-                        .partition(|w| w.generation() == gen);
-                    st.writers = keep;
-                    for w in drain {
-                        w.shared.draining.store(true, Ordering::Relaxed);
-                        st.draining.push((w, deadline));
-                    }
-                    tracing::info!(
-                        generation = gen,
-                        "ME generation swapped in; the previous one drains"
-                    );
+                pool_c.pool_swap_total.inc();
+                let deadline = now + s.drain_ttl.min(s.force_close).max(Duration::from_secs(1));
+                let (keep, drain): (Vec<_>, Vec<_>) = std::mem::take(&mut st.writers)
+                    .into_iter()
+                    .partition(|w| w.generation() == gen);
+                st.writers = keep;
+                for w in drain {
+                    w.shared.draining.store(true, Ordering::Relaxed);
+                    st.draining.push((w, deadline));
                 }
+                tracing::info!(
+                    generation = gen,
+                    "ME generation swapped in; the previous one drains"
+                );
             }
         }
         // Refill.
@@ -567,6 +567,9 @@ impl MePool {
                 }
                 Err(e) => {
                     pool_c.refill_failed_total.inc();
+                    if matches!(e, writer::OpenError::KeysRejected) {
+                        mp.kdf_drift_total.inc();
+                    }
                     if let writer::OpenError::Handshake(he) = &e {
                         use proto::me::RpcError;
                         match he {

@@ -254,6 +254,11 @@ pub(crate) enum OpenError {
     Timeout,
     #[error("closed during the handshake")]
     Closed,
+    /// The middle proxy closed right after the nonce exchange: it could not decrypt our
+    /// first encrypted packet, i.e. it derived other keys (usually another address for us:
+    /// NAT, docs/PROTOCOL.md §7.4–§7.5).
+    #[error("closed after the nonce exchange (key derivation mismatch?)")]
+    KeysRejected,
     #[error("io: {0}")]
     Io(#[from] io::Error),
     #[error("handshake: {0}")]
@@ -334,14 +339,21 @@ async fn handshake(
     let mut out = Vec::new();
     let mut hs = ClientHandshake::start(params, &mut out)?;
     let mut buf = vec![0u8; 4096];
+    // Writes so far: the nonce, then (once the peer's nonce arrived) our encrypted handshake.
+    let mut writes = 0;
     loop {
         if !out.is_empty() {
             write.write_all(&out).await?;
             out.clear();
+            writes += 1;
         }
         let n = read.read(&mut buf).await?;
         if n == 0 {
-            return Err(OpenError::Closed);
+            return Err(if writes >= 2 {
+                OpenError::KeysRejected
+            } else {
+                OpenError::Closed
+            });
         }
         if hs.feed(&buf[..n], &mut out)? {
             if !out.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use testkit::client::Mode;
+use testkit::client::{Mode, TestClient};
 use testkit::dc::{DcMode, TestDc};
 use testkit::me::{random_proxy_secret, MeFiles, MeOptions, TestMe};
 
@@ -309,4 +309,114 @@ async fn a_new_proxy_config_swaps_in_a_new_generation_and_the_old_one_drains() {
             .is_some_and(|p| p.writers.iter().all(|w| w.endpoint == me2.addr()))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_middle_proxies_are_counted_quarantined_and_never_serve_clients() {
+    use testkit::me::Misbehave;
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let start = |m: Misbehave| {
+        let mut o = MeOptions::new(secret.clone());
+        o.misbehave = m;
+        TestMe::start(dc.addr(), o)
+    };
+    let good = start(Misbehave::default()).await.expect("good ME");
+    let bad_crc = start(Misbehave {
+        corrupt_crc_at: Some(0),
+        ..Misbehave::default()
+    })
+    .await
+    .expect("bad CRC ME");
+    let wrong_kdf = start(Misbehave {
+        wrong_kdf: true,
+        ..Misbehave::default()
+    })
+    .await
+    .expect("wrong KDF ME");
+    let rejecting = start(Misbehave {
+        reject_handshake: Some(-7),
+        ..Misbehave::default()
+    })
+    .await
+    .expect("rejecting ME");
+    let refusing = start(Misbehave {
+        refuse: true,
+        ..Misbehave::default()
+    })
+    .await
+    .expect("refusing ME");
+    let entries = [
+        (2, good.addr()),
+        (1, bad_crc.addr()),
+        (3, wrong_kdf.addr()),
+        (4, rejecting.addr()),
+        (5, refusing.addr()),
+    ];
+    let files = MeFiles::write(&secret, Some(2), &entries).expect("files");
+    let keys = format!(
+        "{}me_reconnect_backoff_base_ms = 100\nme_reconnect_backoff_cap_ms = 400\n\
+         me_reconnect_fast_retry_count = 1\nme_route_hybrid_max_wait_ms = 2000\n",
+        files.general_keys()
+    );
+    let h = Harness::start(Cfg {
+        middle_proxy: Some(keys),
+        ..Cfg::default()
+    })
+    .await;
+    let quarantined = |h: &Harness, ep: std::net::SocketAddr| {
+        h.dp.me_pool_snapshot()
+            .is_some_and(|p| p.quarantine.iter().any(|(q, _)| *q == ep))
+    };
+    h.wait_for("broken endpoints quarantined", |h| {
+        quarantined(h, wrong_kdf.addr())
+            && quarantined(h, rejecting.addr())
+            && quarantined(h, refusing.addr())
+    })
+    .await;
+    let mp = h.stats.middle_proxy();
+    assert!(mp.kdf_drift_total >= 1, "{mp:?}");
+    assert!(
+        mp.handshake_error_codes
+            .iter()
+            .any(|c| c.code == -7 && c.total >= 1),
+        "{mp:?}"
+    );
+    assert!(mp.endpoint_quarantine_total >= 3, "{mp:?}");
+    assert!(h.stats.pool().refill_failed_total >= 9);
+    // Coverage is incomplete, so the pool is not ready, but DC 2 clients still use the
+    // middle proxy that works.
+    let p = h.dp.me_pool_snapshot().expect("pool");
+    assert!(!p.ready);
+    assert!(p
+        .writers
+        .iter()
+        .all(|w| w.endpoint == good.addr() || w.endpoint == bad_crc.addr()));
+    let mut ok = TestClient::connect(h.addr(), Mode::Intermediate, h.cfg.users[0].1, 2)
+        .await
+        .expect("client");
+    packet_echo(&mut ok, &[64]).await;
+    assert_eq!(good.conns().len(), 1);
+
+    // A link whose first answer fails its CRC is dropped with its client.
+    h.wait_for("DC 1 writer", |h| {
+        h.dp.me_pool_snapshot()
+            .is_some_and(|p| p.writers.iter().any(|w| w.dc == 1))
+    })
+    .await;
+    let removed = h.stats.pool().writer_removed_unexpected_total;
+    let mut c1 = TestClient::connect(h.addr(), Mode::Intermediate, h.cfg.users[0].1, 1)
+        .await
+        .expect("client DC 1");
+    c1.set_timeout(Duration::from_secs(10));
+    c1.send_packet(&random(64)).await.expect("send");
+    assert!(
+        c1.recv_packet().await.is_err(),
+        "a corrupt answer never reaches the client"
+    );
+    h.wait_for("corrupt link removed", |h| {
+        h.stats.pool().writer_removed_unexpected_total > removed
+    })
+    .await;
+    drop(files);
 }
