@@ -76,6 +76,7 @@ pub(crate) async fn supervise(
     startup: Arc<StartupTracker>,
     cancel: CancellationToken,
 ) {
+    pool.set_config_path(&config_path);
     startup.begin("me_pool", SystemTime::now());
     startup.set_me_status(StartupStatus::Initializing);
     startup.set_me_stage("inputs");

@@ -81,6 +81,9 @@ pub(crate) struct PoolSettings {
     pub(crate) no_writer_wait: Duration,
     pub(crate) nat_ip: Option<IpAddr>,
     pub(crate) hardswap: bool,
+    /// `unknown_dc_log_path` when `unknown_dc_file_log_enabled` (relative to the config's
+    /// directory, resolved by the pool).
+    pub(crate) unknown_dc_log: Option<String>,
 }
 
 impl PoolSettings {
@@ -118,6 +121,10 @@ impl PoolSettings {
             no_writer_wait: Duration::from_millis(no_writer_wait),
             nat_ip: g.middle_proxy_nat_ip,
             hardswap: g.hardswap,
+            unknown_dc_log: g
+                .unknown_dc_log_path
+                .clone()
+                .filter(|_| g.unknown_dc_file_log_enabled),
         }
     }
 
@@ -189,6 +196,10 @@ struct Inner {
     wake: Notify,
     ready_tx: watch::Sender<bool>,
     cancel: CancellationToken,
+    /// DC indexes clients asked for that the proxy config does not list (logged once each).
+    unknown_dcs: Mutex<std::collections::HashSet<i16>>,
+    /// Directory of the config file (relative log paths).
+    config_dir: Mutex<Option<std::path::PathBuf>>,
     /// Clock skew seen in the proxy-config downloads (the self-test's `timeskew`).
     skew: super::inputs::SkewLog,
     /// Our public address per family, when known (NAT / STUN), for the KDF.
@@ -241,6 +252,8 @@ impl MePool {
             ready_tx,
             cancel,
             skew: Default::default(),
+            unknown_dcs: Mutex::new(Default::default()),
+            config_dir: Mutex::new(None),
             public_ip: Mutex::new(None),
         };
         Self {
@@ -263,6 +276,61 @@ impl MePool {
             .or_else(|| lookup.and_then(|f| f(local.ip())))
             .unwrap_or(local.ip());
         SocketAddr::new(ip, local.port())
+    }
+
+    /// Where relative paths of the config (the unknown-DC log) are resolved.
+    pub(crate) fn set_config_path(&self, path: &std::path::Path) {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        *self.inner.config_dir.lock() = Some(dir.to_path_buf());
+    }
+
+    /// Notes a client DC index the proxy config does not list (served by the default
+    /// cluster, §7.9): logged once per index, and appended to `unknown_dc_log_path` when
+    /// `unknown_dc_file_log_enabled`.
+    fn note_unknown_dc(&self, dc: i16, s: &PoolSettings) {
+        if !self.inner.unknown_dcs.lock().insert(dc) {
+            return;
+        }
+        tracing::warn!(
+            dc,
+            "client asked for a DC the proxy config does not list; using the default cluster"
+        );
+        let Some(configured) = s.unknown_dc_log.clone() else {
+            return;
+        };
+        let rel = std::path::Path::new(&configured);
+        if rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            tracing::warn!(path = %configured, "unknown_dc_log_path contains '..': not written");
+            return;
+        }
+        let path = match self.inner.config_dir.lock().clone() {
+            Some(dir) if rel.is_relative() => dir.join(rel),
+            _ => rel.to_path_buf(),
+        };
+        let line = format!(
+            "{} dc={dc}\n",
+            SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        );
+        // Off the session's path: a slow disk never delays a client.
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let r = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if let Err(e) = r {
+                tracing::warn!(path = %path.display(), error = %e, "unknown-DC log not written");
+            }
+        });
     }
 
     /// The skew log the inputs downloads feed.
@@ -655,6 +723,9 @@ impl MePool {
         let mut st = self.inner.state.lock();
         let inputs = st.inputs.clone()?;
         let cluster = inputs.cluster_for(dc);
+        if cluster != dc && dc != 0 {
+            self.note_unknown_dc(dc, s);
+        }
         let active = st.active;
         let candidates: Vec<&Writer> = st
             .writers

@@ -420,3 +420,38 @@ async fn misbehaving_middle_proxies_are_counted_quarantined_and_never_serve_clie
     .await;
     drop(files);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_dc_indexes_use_the_default_cluster_and_are_logged_once() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME");
+    let s = start_me(
+        &[&me],
+        &secret,
+        "unknown_dc_file_log_enabled = true\nunknown_dc_log_path = \"unknown-dc.txt\"\n",
+    )
+    .await;
+    s.wait_ready().await;
+    for _ in 0..2 {
+        let mut c = TestClient::connect(s.h.addr(), Mode::Secure, s.h.cfg.users[0].1, 4)
+            .await
+            .expect("client");
+        packet_echo(&mut c, &[32]).await;
+    }
+    assert_eq!(
+        me.conns().len(),
+        2,
+        "DC 4 served by the default cluster (DC 2)"
+    );
+    let log = s.h.dir.path().join("unknown-dc.txt");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !log.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = std::fs::read_to_string(&log).expect("unknown-DC log written");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.trim_end().ends_with(" dc=4"), "{text}");
+}
