@@ -84,6 +84,8 @@ pub(crate) struct PoolSettings {
     /// `unknown_dc_log_path` when `unknown_dc_file_log_enabled` (relative to the config's
     /// directory, resolved by the pool).
     pub(crate) unknown_dc_log: Option<String>,
+    /// `me_socks_kdf_policy = "strict"`.
+    pub(crate) socks_kdf_strict: bool,
 }
 
 impl PoolSettings {
@@ -125,6 +127,7 @@ impl PoolSettings {
                 .unknown_dc_log_path
                 .clone()
                 .filter(|_| g.unknown_dc_file_log_enabled),
+            socks_kdf_strict: g.me_socks_kdf_policy == config::MeSocksKdfPolicy::Strict,
         }
     }
 
@@ -340,7 +343,19 @@ impl MePool {
 
     /// Re-reads `[general]` (a config publish).
     pub(crate) fn apply_config(&self, cfg: &Config) {
-        *self.inner.settings.lock() = Arc::new(PoolSettings::from_config(cfg));
+        let next = PoolSettings::from_config(cfg);
+        let mut cur = self.inner.settings.lock();
+        if cur.floor_mode != next.floor_mode {
+            let mp = self.inner.stats.middle_proxy_counters();
+            mp.floor_mode_switch_total.inc();
+            match next.floor_mode {
+                MeFloorMode::Adaptive => mp.floor_mode_switch_static_to_adaptive_total.inc(),
+                MeFloorMode::Static => mp.floor_mode_switch_adaptive_to_static_total.inc(),
+            }
+            tracing::info!(mode = next.floor_mode.as_str(), "ME floor mode switched");
+        }
+        *cur = Arc::new(next);
+        drop(cur);
         self.inner.wake.notify_one();
     }
 
@@ -514,6 +529,9 @@ impl MePool {
             let inflight = st.inflight.get(&dc).copied().unwrap_or(0);
             let missing = floor.target.saturating_sub(alive + inflight);
             let room = s.max_concurrent_per_dc.saturating_sub(inflight);
+            if missing > 0 && room == 0 {
+                pool_c.refill_skipped_inflight_total.inc();
+            }
             for _ in 0..missing.min(room) {
                 let Some(ep) = Self::pick_endpoint(&st, &inputs, dc, now) else {
                     break;
@@ -582,26 +600,24 @@ impl MePool {
             mp.reconnect_attempt_total.inc();
             let lookup = pool.inner.public_ip.lock().clone();
             let open = async {
-                let stream = pool
+                let (stream, via) = pool
                     .inner
                     .upstreams
-                    .connect(dc, &[endpoint])
+                    .connect_detailed(dc, &[endpoint])
                     .await
                     .map_err(|e| writer::OpenError::Connect(e.to_string()))?;
-                let local_ip = match &stream {
-                    crate::outbound::OutboundStream::Tcp(t) => t.local_addr().ok().map(|a| a.ip()),
+                let local = match &stream {
+                    crate::outbound::OutboundStream::Tcp(t) => t.local_addr().ok(),
                     crate::outbound::OutboundStream::Tunnel(_) => None,
                 };
-                let public_ip = s
-                    .nat_ip
-                    .or_else(|| local_ip.and_then(|ip| lookup.as_ref().and_then(|f| f(ip))));
+                let kdf_addr = kdf_address(&s, &via, local, lookup.as_deref(), &stats)?;
                 let o = Open {
                     id,
                     dc,
                     generation,
                     endpoint,
                     secret: &secret,
-                    public_ip,
+                    kdf_addr,
                     keepalive: s.keepalive,
                 };
                 writer::start(o, stream, Arc::clone(&stats)).await
@@ -847,6 +863,60 @@ impl MePool {
             timeskew: self.inner.skew.snapshot().into(),
         }
     }
+}
+
+/// Our address as the middle proxy will see it, for the KDF (docs/PROTOCOL.md §7.4, §7.5,
+/// §9.3): behind a SOCKS upstream the server's BND.ADDR / BND.PORT when usable, else per
+/// `me_socks_kdf_policy` (strict: refuse; compat: as without SOCKS); otherwise our local
+/// address with the NAT-translated IP (`middle_proxy_nat_ip`, STUN). `None` = the socket's
+/// local address as is.
+fn kdf_address(
+    s: &PoolSettings,
+    via: &crate::upstream::ConnectedVia,
+    local: Option<SocketAddr>,
+    lookup: Option<&(dyn Fn(IpAddr) -> Option<IpAddr> + Send + Sync)>,
+    stats: &Stats,
+) -> Result<Option<SocketAddr>, writer::OpenError> {
+    use crate::upstream::{BndAddrStatus, BndPortStatus, UpstreamRouteKind};
+    let socks = matches!(
+        via.kind,
+        UpstreamRouteKind::Socks4 | UpstreamRouteKind::Socks5
+    );
+    if socks {
+        let usable = via
+            .bnd
+            .as_ref()
+            .filter(|b| b.addr_state == BndAddrStatus::Ok)
+            .and_then(|b| b.addr.map(|a| (a, b.port_state)));
+        match usable {
+            Some((bnd, port)) => {
+                let port = if port == BndPortStatus::Ok {
+                    bnd.port()
+                } else {
+                    local.map_or(0, |l| l.port())
+                };
+                return Ok(Some(SocketAddr::new(bnd.ip(), port)));
+            }
+            None if s.socks_kdf_strict => {
+                stats
+                    .middle_proxy_counters()
+                    .socks_kdf_strict_reject_total
+                    .inc();
+                return Err(writer::OpenError::SocksKdf);
+            }
+            None => stats
+                .middle_proxy_counters()
+                .socks_kdf_compat_fallback_total
+                .inc(),
+        }
+    }
+    let Some(local) = local else { return Ok(None) };
+    let ip = s
+        .nat_ip
+        .filter(|ip| ip.is_ipv4() == local.is_ipv4())
+        .or_else(|| lookup.and_then(|f| f(local.ip())))
+        .unwrap_or(local.ip());
+    Ok(Some(SocketAddr::new(ip, local.port())))
 }
 
 fn st_rr(rr: &HashMap<i16, usize>, dc: i16) -> usize {

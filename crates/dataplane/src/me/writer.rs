@@ -240,8 +240,8 @@ pub(crate) struct Open<'a> {
     pub(crate) generation: u64,
     pub(crate) endpoint: SocketAddr,
     pub(crate) secret: &'a [u8],
-    /// Our address as the middle proxy sees it: `None` = the socket's local address.
-    pub(crate) public_ip: Option<std::net::IpAddr>,
+    /// Our address as the middle proxy sees it (KDF): `None` = the socket's local address.
+    pub(crate) kdf_addr: Option<SocketAddr>,
     pub(crate) keepalive: Keepalive,
 }
 
@@ -250,6 +250,9 @@ pub(crate) struct Open<'a> {
 pub(crate) enum OpenError {
     #[error("connect: {0}")]
     Connect(String),
+    /// Over SOCKS without a usable BND.ADDR, `me_socks_kdf_policy = "strict"` refuses.
+    #[error("SOCKS upstream reported no usable bound address (me_socks_kdf_policy = strict)")]
+    SocksKdf,
     #[error("handshake timed out")]
     Timeout,
     #[error("closed during the handshake")]
@@ -286,7 +289,7 @@ pub(crate) async fn start(
         // then fails loudly (counted as a handshake error).
         OutboundStream::Tunnel(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
     };
-    let proxy_addr = SocketAddr::new(o.public_ip.unwrap_or(local.ip()), local.port());
+    let proxy_addr = o.kdf_addr.unwrap_or(local);
     let now = unix_now();
     let params = HandshakeParams {
         proxy_secret: o.secret.to_vec(),

@@ -199,10 +199,13 @@ impl Upstream<'_> {
                     &mut req,
                 );
                 req.extend_from_slice(payload);
-                self.writer
-                    .send(req)
-                    .await
-                    .map_err(|()| RelayEnd::Cancelled("middle-proxy link lost"))?;
+                if self.writer.send(req).await.is_err() {
+                    self.stats
+                        .middle_proxy_counters()
+                        .rpc_proxy_req_signal_failed_total
+                        .inc();
+                    return Err(RelayEnd::Cancelled("middle-proxy link lost"));
+                }
                 self.stats
                     .middle_proxy_counters()
                     .rpc_proxy_req_signal_sent_total

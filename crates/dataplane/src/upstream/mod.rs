@@ -344,6 +344,16 @@ impl Upstreams {
         dc: i16,
         targets: &[SocketAddr],
     ) -> Result<OutboundStream, UpstreamError> {
+        self.connect_detailed(dc, targets).await.map(|(s, _)| s)
+    }
+
+    /// [`Self::connect`], also saying which kind of upstream carried it and, for SOCKS, what
+    /// the server reported as its bound address (the middle-proxy KDF needs both, §9.3).
+    pub(crate) async fn connect_detailed(
+        &self,
+        dc: i16,
+        targets: &[SocketAddr],
+    ) -> Result<(OutboundStream, ConnectedVia), UpstreamError> {
         let set = self.set.load_full();
         let row = dc_row(dc);
         let Some(idx) = Self::select(&set, row) else {
@@ -393,11 +403,16 @@ impl Upstreams {
                         h.dc[r].observe(target, true, Some(rtt));
                     }
                     drop(h);
-                    if let Some(b) = bound {
-                        *self.bnd.lock() = Some(classify_bnd(idx, &b, target, SystemTime::now()));
+                    let bnd = bound.map(|b| classify_bnd(idx, &b, target, SystemTime::now()));
+                    if let Some(b) = &bnd {
+                        *self.bnd.lock() = Some(b.clone());
                     }
                     tracing::debug!(upstream = idx, dc, %target, attempts, "DC stream open");
-                    return Ok(stream);
+                    let via = ConnectedVia {
+                        kind: entry.route.kind(),
+                        bnd,
+                    };
+                    return Ok((stream, via));
                 }
                 Err(e) => {
                     if let Some(r) = row {
@@ -484,6 +499,14 @@ impl Upstreams {
     pub(crate) fn bnd(&self) -> Option<BndObservation> {
         self.bnd.lock().clone()
     }
+}
+
+/// How an outbound stream was opened.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectedVia {
+    pub(crate) kind: UpstreamRouteKind,
+    /// The SOCKS server's BND.ADDR / BND.PORT for this connection.
+    pub(crate) bnd: Option<BndObservation>,
 }
 
 fn build_set(cfg: &Config, old: &[Arc<Entry>]) -> UpstreamSet {

@@ -242,3 +242,56 @@ async fn direct_bind_addresses_and_interface_pick_the_source() {
     drop(echo_roundtrip(conn, &random(1000), 1000).await);
     assert_eq!(h.dc.sessions()[0].peer.ip().to_string(), "127.0.0.4");
 }
+
+/// Middle-proxy links through SOCKS (docs/PROTOCOL.md §9.3): dante reports 127.0.0.1 as its
+/// bound address, a bogon, so `strict` refuses to derive keys from it; `compat` falls back to
+/// our own address, which the middle proxy does not see (it sees dante's socket), so the keys
+/// differ and the middle proxy drops the link: both outcomes are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middle_proxy_links_through_socks_follow_the_kdf_policy() {
+    use testkit::dc::{DcMode, TestDc};
+    use testkit::me::{random_proxy_secret, MeFiles, MeOptions, TestMe};
+    let port = free_port();
+    let Some(_srv) = dante(port).await else {
+        return;
+    };
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME");
+    let files = MeFiles::write(&secret, Some(2), &[(2, me.addr())]).expect("files");
+    let cfg = |policy: &str| Cfg {
+        middle_proxy: Some(format!(
+            "{}me_socks_kdf_policy = \"{policy}\"\nme_reconnect_backoff_base_ms = 100\n\
+             me_reconnect_backoff_cap_ms = 200\n",
+            files.general_keys()
+        )),
+        ..with_upstreams(
+            &format!("[[upstreams]]\ntype = \"socks5\"\naddress = \"127.0.0.1:{port}\"\n"),
+            "",
+        )
+    };
+    let mut h = Harness::start(cfg("strict")).await;
+    h.wait_for("strict rejects", |h| {
+        h.stats.middle_proxy().socks_kdf_strict_reject_total >= 2
+    })
+    .await;
+    assert_eq!(
+        me.counters().handshakes_ok,
+        0,
+        "no handshake over an unusable BND"
+    );
+    assert!(h
+        .dp
+        .me_pool_snapshot()
+        .is_some_and(|p| p.writers.is_empty()));
+
+    h.rewrite(cfg("compat"));
+    h.wait_for("compat fallback and KDF drift", |h| {
+        let mp = h.stats.middle_proxy();
+        mp.socks_kdf_compat_fallback_total >= 1 && mp.kdf_drift_total >= 1
+    })
+    .await;
+    assert!(me.counters().handshake_failures >= 1);
+}
