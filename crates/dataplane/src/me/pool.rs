@@ -545,6 +545,29 @@ impl MePool {
                 self.spawn_connect(id, dc, gen, ep, Arc::clone(&inputs.secret), Arc::clone(&s));
             }
         }
+        // Adaptive floors shrink: writers above a DC's target that carry no session close.
+        for (&dc, floor) in &floors {
+            let mut idle: Vec<&Writer> = st
+                .writers
+                .iter()
+                .filter(|w| w.shared.dc == dc && w.generation() == gen)
+                .collect();
+            let alive = idle.len();
+            if alive <= floor.target {
+                continue;
+            }
+            idle.retain(|w| w.shared.bound() == 0);
+            idle.sort_by_key(|w| std::cmp::Reverse(w.shared.id));
+            for w in idle.into_iter().take(alive - floor.target) {
+                tracing::debug!(
+                    writer = w.shared.id,
+                    dc,
+                    "ME writer above the adaptive floor closed"
+                );
+                w.close();
+            }
+        }
+        st.writers.retain(|w| w.shared.alive());
         // Readiness: a live writer of the active generation for every DC.
         let ready = st.active == gen
             && floors.keys().all(|dc| {

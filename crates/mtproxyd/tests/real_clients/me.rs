@@ -79,8 +79,9 @@ async fn every_client_mode_reaches_the_dc_through_the_middle_proxy() {
     }
     assert!(s.mask.connections().is_empty());
 
-    // The API describes the pool the clients used: two single-endpoint DCs (2, -2), each
-    // with 1 + 2 shadow writers by default, all to this middle proxy.
+    // The API describes the pool the clients used. DC 2 served every client (all indexes
+    // map to it, §7.9): 1 + 2 shadow writers; DC -2, never used, shrinks to its adaptive
+    // minimum of 1 (docs/DECISIONS.md #44). The middle proxy sees exactly those links.
     let mut api = HttpClient::new(s.api);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let (pool, writers) = loop {
@@ -91,27 +92,57 @@ async fn every_client_mode_reaches_the_dc_through_the_middle_proxy() {
                 .iter()
                 .filter(|l| l.established && !l.closed)
                 .count();
-        if pool["data"]["writers"]["total"] == 6 && live == 6 {
+        if pool["data"]["writers"]["total"] == 4 && live == 4 {
             break (pool, writers);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "pool never settled at 6 writers (ME sees {live}): {pool}"
+            "pool never settled at 4 writers (ME sees {live}): {pool}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(pool["data"]["writers"]["contour"]["active"], 6, "{pool}");
+    assert_eq!(pool["data"]["writers"]["contour"]["active"], 4, "{pool}");
     assert_eq!(
         pool["data"]["generations"]["active_generation"], 1,
         "{pool}"
     );
+    let dcs = api_data(&mut api, "/v1/stats/dcs").await;
+    let required: Vec<(i64, i64)> = dcs["dcs"]
+        .as_array()
+        .expect("dcs")
+        .iter()
+        .map(|d| {
+            (
+                d["dc"].as_i64().unwrap_or(0),
+                d["required_writers"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(required, vec![(-2, 1), (2, 3)], "{dcs}");
+    let zero = api_data(&mut api, "/v1/stats/zero/all").await;
+    let sent = zero["middle_proxy"]["rpc_proxy_req_signal_sent_total"].as_u64();
+    let answers: u64 = m.me.conns().iter().map(|c| c.answers).sum();
+    assert_eq!(sent, Some(8), "2 requests x 4 clients: {zero}");
+    assert_eq!(
+        zero["middle_proxy"]["rpc_proxy_req_signal_response_total"].as_u64(),
+        Some(answers),
+        "{zero}"
+    );
     assert_eq!(writers["middle_proxy_enabled"], true, "{writers}");
     let text = writers.to_string();
     assert!(text.contains(&m.me.addr().to_string()), "{text}");
-    let dcs = api_data(&mut api, "/v1/stats/dcs").await;
     assert_eq!(dcs["middle_proxy_enabled"], true, "{dcs}");
     let init = api_data(&mut api, "/v1/runtime/initialization").await;
     assert_eq!(init["me"]["status"], "ready", "{init}");
+    let quality = api_data(&mut api, "/v1/runtime/me_quality").await;
+    assert_eq!(
+        quality["data"]["counters"]["reconnect_success_total"].as_u64(),
+        zero["middle_proxy"]["reconnect_success_total"].as_u64(),
+        "{quality}"
+    );
+    let selftest = api_data(&mut api, "/v1/runtime/me-selftest").await;
+    assert_eq!(selftest["enabled"], true, "{selftest}");
+    assert_eq!(selftest["data"]["kdf"]["errors_total"], 0, "{selftest}");
     let summary = api_data(&mut api, "/v1/stats/summary").await;
     assert!(
         summary.to_string().contains("connections_total"),
