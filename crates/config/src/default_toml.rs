@@ -18,7 +18,8 @@ pub fn default_config_toml(username: &str, secret: &UserSecret) -> String {
 # parse or validate is reported and the running config is kept.
 
 [general]
-# Middle-proxy (ME) routing is not implemented yet: connect to Telegram DCs directly.
+# Direct to the Telegram DCs. Set true to go through Telegram's middle proxies (needed for a
+# sponsored channel: ad_tag); the proxy then downloads their list from core.telegram.org.
 use_middle_proxy = false
 log_level = "normal"          # debug | verbose | normal | silent
 
