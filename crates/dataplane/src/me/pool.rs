@@ -86,6 +86,13 @@ pub(crate) struct PoolSettings {
     pub(crate) unknown_dc_log: Option<String>,
     /// `me_socks_kdf_policy = "strict"`.
     pub(crate) socks_kdf_strict: bool,
+    /// Single-endpoint outage mode (`me_single_endpoint_outage_*`).
+    pub(crate) outage_enabled: bool,
+    pub(crate) outage_ignore_quarantine: bool,
+    pub(crate) outage_backoff_min: Duration,
+    pub(crate) outage_backoff_max: Duration,
+    /// `me_single_endpoint_shadow_rotate_every_secs` (0 = never).
+    pub(crate) shadow_rotate_every: Duration,
 }
 
 impl PoolSettings {
@@ -128,11 +135,29 @@ impl PoolSettings {
                 .clone()
                 .filter(|_| g.unknown_dc_file_log_enabled),
             socks_kdf_strict: g.me_socks_kdf_policy == config::MeSocksKdfPolicy::Strict,
+            outage_enabled: g.me_single_endpoint_outage_mode_enabled,
+            outage_ignore_quarantine: g.me_single_endpoint_outage_disable_quarantine,
+            outage_backoff_min: Duration::from_millis(
+                g.me_single_endpoint_outage_backoff_min_ms.max(1),
+            ),
+            outage_backoff_max: Duration::from_millis(
+                g.me_single_endpoint_outage_backoff_max_ms
+                    .max(g.me_single_endpoint_outage_backoff_min_ms.max(1)),
+            ),
+            shadow_rotate_every: Duration::from_secs(g.me_single_endpoint_shadow_rotate_every_secs),
         }
     }
 
     /// Backoff before the next connect to an endpoint that failed `fails` times in a row:
     /// the base for the fast retries, then doubling up to the cap.
+    /// Backoff in a single-endpoint outage: short and growing slowly, since the DC has no
+    /// other way to its clients.
+    fn outage_backoff(&self, fails: u32) -> Duration {
+        self.outage_backoff_min
+            .saturating_mul(1u32 << fails.min(8))
+            .min(self.outage_backoff_max)
+    }
+
     fn backoff(&self, fails: u32) -> Duration {
         if fails <= self.fast_retries {
             return self.backoff_base;
@@ -179,6 +204,10 @@ struct State {
     unready_since: Instant,
     ready: bool,
     next_writer_id: u64,
+    /// Single-endpoint DCs without a live writer (outage mode).
+    outage: std::collections::HashSet<i16>,
+    /// Last shadow rotation per single-endpoint DC.
+    rotated: HashMap<i16, Instant>,
 }
 
 /// Maps a local address to the public one the middle proxy sees, when known.
@@ -249,6 +278,8 @@ impl MePool {
                 unready_since: Instant::now(),
                 ready: false,
                 next_writer_id: 1,
+                outage: Default::default(),
+                rotated: HashMap::new(),
             }),
             conn_ids: AtomicU64::new(rand::random::<u64>() >> 1),
             wake: Notify::new(),
@@ -568,6 +599,7 @@ impl MePool {
             }
         }
         st.writers.retain(|w| w.shared.alive());
+        self.single_endpoint_care(&s, &mut st, &inputs, gen, now);
         // Readiness: a live writer of the active generation for every DC.
         let ready = st.active == gen
             && floors.keys().all(|dc| {
@@ -585,6 +617,82 @@ impl MePool {
                 tracing::warn!("ME pool not ready: some DC has no writer");
             }
             self.inner.ready_tx.send_replace(ready);
+        }
+    }
+
+    /// Single-endpoint DCs: outage mode when the only endpoint has no live writer (faster
+    /// retries, optionally past quarantine), and periodic rotation of an idle shadow writer
+    /// so a half-dead link is not kept for ever (docs/ME-MODEL.md "Refill and reconnect").
+    fn single_endpoint_care(
+        &self,
+        s: &PoolSettings,
+        st: &mut State,
+        inputs: &PoolInputs,
+        gen: u64,
+        now: Instant,
+    ) {
+        let mp = self.inner.stats.middle_proxy_counters();
+        for (&dc, eps) in &inputs.endpoints {
+            if eps.len() != 1 {
+                continue;
+            }
+            let alive: Vec<&Writer> = st
+                .writers
+                .iter()
+                .filter(|w| w.shared.dc == dc && w.generation() == gen)
+                .collect();
+            let in_outage = st.outage.contains(&dc);
+            if alive.is_empty() && s.outage_enabled && !in_outage && st.first_ready.is_some() {
+                st.outage.insert(dc);
+                mp.single_endpoint_outage_enter_total.inc();
+                tracing::warn!(dc, endpoint = %eps[0], "single-endpoint DC lost its last writer: outage mode");
+                // Retry soon rather than after the regular backoff.
+                if let Some(h) = st.health.get_mut(&eps[0]) {
+                    let soon = now + s.outage_backoff_min;
+                    if h.next_try.is_some_and(|t| t > soon) {
+                        if h.fails >= QUARANTINE_AFTER {
+                            if !s.outage_ignore_quarantine {
+                                continue;
+                            }
+                            mp.single_endpoint_quarantine_bypass_total.inc();
+                        }
+                        h.next_try = Some(soon);
+                    }
+                }
+                continue;
+            }
+            if !alive.is_empty() && in_outage {
+                st.outage.remove(&dc);
+                mp.single_endpoint_outage_exit_total.inc();
+                tracing::info!(dc, "single-endpoint DC has a writer again: outage over");
+            }
+            if s.shadow_rotate_every.is_zero() || alive.len() < 2 {
+                continue;
+            }
+            let last = *st.rotated.entry(dc).or_insert(now);
+            if now.duration_since(last) < s.shadow_rotate_every {
+                continue;
+            }
+            st.rotated.insert(dc, now);
+            let quarantined = st
+                .health
+                .get(&eps[0])
+                .is_some_and(|h| h.fails >= QUARANTINE_AFTER);
+            if quarantined {
+                // A replacement could not be opened: keep the shadow.
+                mp.single_endpoint_shadow_rotate_skipped_quarantine_total
+                    .inc();
+                continue;
+            }
+            if let Some(oldest) = alive
+                .iter()
+                .filter(|w| w.shared.bound() == 0)
+                .min_by_key(|w| w.shared.id)
+            {
+                mp.single_endpoint_shadow_rotate_total.inc();
+                tracing::debug!(dc, writer = oldest.shared.id, "rotating a shadow writer");
+                oldest.close();
+            }
         }
     }
 
@@ -653,6 +761,12 @@ impl MePool {
             if let Some(n) = st.inflight.get_mut(&dc) {
                 *n = n.saturating_sub(1);
             }
+            if st.outage.contains(&dc) {
+                mp.single_endpoint_outage_reconnect_attempt_total.inc();
+                if matches!(result, Some(Ok(_))) {
+                    mp.single_endpoint_outage_reconnect_success_total.inc();
+                }
+            }
             let Some(result) = result else { return };
             let pool_c = stats.pool_counters();
             match result {
@@ -693,9 +807,21 @@ impl MePool {
                             _ => {}
                         }
                     }
+                    let outage = st.outage.contains(&dc);
                     let h = st.health.entry(endpoint).or_default();
                     h.fails = h.fails.saturating_add(1);
-                    let wait = s.backoff(h.fails);
+                    let wait = if outage {
+                        if h.fails >= QUARANTINE_AFTER && s.outage_ignore_quarantine {
+                            mp.single_endpoint_quarantine_bypass_total.inc();
+                        }
+                        if s.outage_ignore_quarantine || h.fails < QUARANTINE_AFTER {
+                            s.outage_backoff(h.fails)
+                        } else {
+                            s.backoff(h.fails)
+                        }
+                    } else {
+                        s.backoff(h.fails)
+                    };
                     h.next_try = Some(Instant::now() + wait);
                     if h.fails == QUARANTINE_AFTER {
                         mp.endpoint_quarantine_total.inc();

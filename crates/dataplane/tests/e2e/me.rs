@@ -167,7 +167,19 @@ async fn a_lost_middle_proxy_closes_its_clients_falls_back_and_recovers() {
     packet_echo(&mut back, &[256, 8192]).await;
     assert_eq!(s.h.dp.current_by_route().me, 1);
     assert!(!me.conns().is_empty());
-    assert!(s.h.stats.middle_proxy().reconnect_success_total >= 2);
+    let mp = s.h.stats.middle_proxy();
+    assert!(mp.reconnect_success_total >= 2);
+    // DC 2 has one endpoint: losing it was an outage, with its own retries, now over.
+    assert_eq!(mp.single_endpoint_outage_enter_total, 1, "{mp:?}");
+    assert_eq!(mp.single_endpoint_outage_exit_total, 1, "{mp:?}");
+    assert!(
+        mp.single_endpoint_outage_reconnect_attempt_total >= 2,
+        "{mp:?}"
+    );
+    assert!(
+        mp.single_endpoint_outage_reconnect_success_total >= 1,
+        "{mp:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
