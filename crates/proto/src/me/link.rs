@@ -93,6 +93,10 @@ pub struct RpcReceiver {
     raw: Vec<u8>,
     /// Decrypted bytes not yet decoded (encrypted mode only).
     plain: Vec<u8>,
+    /// Bytes of the active buffer (`plain` when encrypted, else `raw`) already returned: a
+    /// cursor rather than a drain per packet, so a read holding many small packets costs
+    /// linear, not quadratic, work. Compacted when new bytes arrive.
+    start: usize,
 }
 
 impl RpcReceiver {
@@ -103,12 +107,31 @@ impl RpcReceiver {
             cbc: None,
             raw: Vec::new(),
             plain: Vec::new(),
+            start: 0,
+        }
+    }
+
+    fn active(&mut self) -> &mut Vec<u8> {
+        if self.cbc.is_some() {
+            &mut self.plain
+        } else {
+            &mut self.raw
+        }
+    }
+
+    /// Drops the bytes before the cursor.
+    fn compact(&mut self) {
+        let start = std::mem::take(&mut self.start);
+        if start > 0 {
+            self.active().drain(..start);
         }
     }
 
     /// Turns AES-256-CBC on; bytes already fed after the last decoded packet
     /// are ciphertext and get decrypted.
     pub fn start_decryption(&mut self, key: &[u8; 32], iv: &[u8; 16]) {
+        // The cursor indexes `raw` until now.
+        self.compact();
         self.cbc = Some(CbcStream::decryptor(key, iv));
         self.decrypt_ready();
     }
@@ -120,13 +143,14 @@ impl RpcReceiver {
 
     /// Adds wire bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.compact();
         self.raw.extend_from_slice(bytes);
         self.decrypt_ready();
     }
 
     /// Bytes held but not yet returned as packets.
     pub fn buffered(&self) -> usize {
-        self.raw.len() + self.plain.len()
+        self.raw.len() + self.plain.len() - self.start
     }
 
     fn decrypt_ready(&mut self) {
@@ -145,28 +169,35 @@ impl RpcReceiver {
     /// The next packet's payload; `Ok(None)` = need more bytes. After an
     /// error the link is unusable (the caller closes it).
     pub fn next_packet(&mut self) -> Result<Option<Vec<u8>>, RpcError> {
+        let mut pos = self.start;
         let buf = if self.cbc.is_some() {
             &mut self.plain
         } else {
             &mut self.raw
         };
-        // Drop padding words here rather than in the decoder, so a peer
-        // streaming nothing but padding costs linear, not quadratic, work.
-        let pad = buf
+        // Skip padding words here rather than in the decoder, so a peer streaming nothing
+        // but padding costs linear work.
+        let pad = buf[pos..]
             .chunks_exact(4)
             .take_while(|w| *w == [4, 0, 0, 0])
             .count();
-        buf.drain(..pad * 4);
-        match self.decoder.decode(buf)? {
+        pos += pad * 4;
+        let result = match self.decoder.decode(&buf[pos..])? {
             Some(p) => {
-                let payload = buf[p.payload].to_vec();
-                buf.drain(..p.consumed);
-                Ok(Some(payload))
+                let payload = buf[pos + p.payload.start..pos + p.payload.end].to_vec();
+                pos += p.consumed;
+                Some(payload)
             }
             // Incomplete: at most one packet (≤ MAX_PACKET_LEN) is pending,
             // because the decoder rejects larger lengths as soon as it sees them.
-            None => Ok(None),
+            None => None,
+        };
+        if pos == buf.len() {
+            buf.clear();
+            pos = 0;
         }
+        self.start = pos;
+        Ok(result)
     }
 }
 
