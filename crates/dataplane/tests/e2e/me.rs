@@ -467,3 +467,33 @@ async fn unknown_dc_indexes_use_the_default_cluster_and_are_logged_once() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.trim_end().ends_with(" dc=4"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_balancer_the_middle_proxy_sees_the_proxy_header_addresses() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME");
+    let files = MeFiles::write(&secret, Some(2), &[(2, me.addr())]).expect("files");
+    let h = Harness::start(Cfg {
+        middle_proxy: Some(files.general_keys()),
+        server: "proxy_protocol = true\n".into(),
+        ..Cfg::default()
+    })
+    .await;
+    h.wait_for("ME pool ready", |h| h.dp.me_ready()).await;
+    let header = b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\n";
+    for mode in [Mode::Secure, tls_mode()] {
+        let mut c = TestClient::connect_after(h.addr(), header, mode, h.cfg.users[0].1, 2)
+            .await
+            .expect("client");
+        packet_echo(&mut c, &[48]).await;
+    }
+    let conns = me.conns();
+    assert_eq!(conns.len(), 2);
+    for c in conns {
+        assert_eq!(c.client, "198.51.100.7:51234".parse().unwrap());
+        assert_eq!(c.ours, "203.0.113.10:443".parse().unwrap());
+    }
+}

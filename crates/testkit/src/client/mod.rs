@@ -161,8 +161,23 @@ impl TestClient {
         secret: [u8; 16],
         dc: i16,
     ) -> Result<TestConn, ClientError> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::connect_after(addr, &[], mode, secret, dc).await
+    }
+
+    /// [`Self::connect`] after sending `prefix` as is (a PROXY protocol header, like a load
+    /// balancer in front of the proxy would).
+    pub async fn connect_after(
+        addr: SocketAddr,
+        prefix: &[u8],
+        mode: Mode,
+        secret: [u8; 16],
+        dc: i16,
+    ) -> Result<TestConn, ClientError> {
+        let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        if !prefix.is_empty() {
+            stream.write_all(prefix).await?;
+        }
         match mode {
             Mode::Tls(opts) => connect_tls(stream, opts, secret, dc).await,
             m => {
