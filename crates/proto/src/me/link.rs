@@ -85,18 +85,22 @@ impl Default for RpcSender {
 }
 
 /// Receiving half: buffers wire bytes, decrypts whole blocks, cuts packets.
+///
+/// ```text
+///  buf: [ returned | decrypted, not yet returned | ciphertext (< 16 bytes or not yet fed) ]
+///       0        start                          plain_end                             len
+/// ```
+/// One buffer, decrypted in place: no copy between a ciphertext and a plaintext buffer, and a
+/// cursor instead of a drain per packet (a read of many small packets stays linear).
 #[derive(Debug)]
 pub struct RpcReceiver {
     decoder: RpcPacketDecoder,
     cbc: Option<CbcStream>,
-    /// Wire bytes not yet decrypted (clear mode: not yet decoded).
-    raw: Vec<u8>,
-    /// Decrypted bytes not yet decoded (encrypted mode only).
-    plain: Vec<u8>,
-    /// Bytes of the active buffer (`plain` when encrypted, else `raw`) already returned: a
-    /// cursor rather than a drain per packet, so a read holding many small packets costs
-    /// linear, not quadratic, work. Compacted when new bytes arrive.
+    buf: Vec<u8>,
+    /// Bytes before this were returned as packets.
     start: usize,
+    /// Bytes before this are plaintext (all of them in clear mode).
+    plain_end: usize,
 }
 
 impl RpcReceiver {
@@ -105,34 +109,18 @@ impl RpcReceiver {
         Self {
             decoder: RpcPacketDecoder::new(),
             cbc: None,
-            raw: Vec::new(),
-            plain: Vec::new(),
+            buf: Vec::new(),
             start: 0,
-        }
-    }
-
-    fn active(&mut self) -> &mut Vec<u8> {
-        if self.cbc.is_some() {
-            &mut self.plain
-        } else {
-            &mut self.raw
-        }
-    }
-
-    /// Drops the bytes before the cursor.
-    fn compact(&mut self) {
-        let start = std::mem::take(&mut self.start);
-        if start > 0 {
-            self.active().drain(..start);
+            plain_end: 0,
         }
     }
 
     /// Turns AES-256-CBC on; bytes already fed after the last decoded packet
     /// are ciphertext and get decrypted.
     pub fn start_decryption(&mut self, key: &[u8; 32], iv: &[u8; 16]) {
-        // The cursor indexes `raw` until now.
-        self.compact();
         self.cbc = Some(CbcStream::decryptor(key, iv));
+        // Everything not yet returned was received after the clear packets: ciphertext.
+        self.plain_end = self.start;
         self.decrypt_ready();
     }
 
@@ -143,60 +131,63 @@ impl RpcReceiver {
 
     /// Adds wire bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.compact();
-        self.raw.extend_from_slice(bytes);
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.plain_end -= self.start;
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
         self.decrypt_ready();
     }
 
     /// Bytes held but not yet returned as packets.
     pub fn buffered(&self) -> usize {
-        self.raw.len() + self.plain.len() - self.start
+        self.buf.len() - self.start
     }
 
     fn decrypt_ready(&mut self) {
-        let Some(cbc) = &mut self.cbc else { return };
-        let whole = self.raw.len() - self.raw.len() % 16;
+        let Some(cbc) = &mut self.cbc else {
+            self.plain_end = self.buf.len();
+            return;
+        };
+        let pending = self.buf.len() - self.plain_end;
+        let whole = pending - pending % 16;
         if whole == 0 {
             return;
         }
-        // `whole` is a multiple of 16, so this cannot fail. Decrypted in place, then moved:
-        // no allocation per read.
-        let _ = cbc.apply_in_place(&mut self.raw[..whole]);
-        self.plain.extend_from_slice(&self.raw[..whole]);
-        self.raw.drain(..whole);
+        let end = self.plain_end + whole;
+        // `whole` is a multiple of 16, so this cannot fail.
+        let _ = cbc.apply_in_place(&mut self.buf[self.plain_end..end]);
+        self.plain_end = end;
     }
 
     /// The next packet's payload; `Ok(None)` = need more bytes. After an
     /// error the link is unusable (the caller closes it).
     pub fn next_packet(&mut self) -> Result<Option<Vec<u8>>, RpcError> {
-        let mut pos = self.start;
-        let buf = if self.cbc.is_some() {
-            &mut self.plain
-        } else {
-            &mut self.raw
-        };
+        let plain = &self.buf[self.start..self.plain_end];
         // Skip padding words here rather than in the decoder, so a peer streaming nothing
         // but padding costs linear work.
-        let pad = buf[pos..]
+        let pad = plain
             .chunks_exact(4)
             .take_while(|w| *w == [4, 0, 0, 0])
             .count();
-        pos += pad * 4;
-        let result = match self.decoder.decode(&buf[pos..])? {
+        let plain = &plain[pad * 4..];
+        self.start += pad * 4;
+        let result = match self.decoder.decode(plain)? {
             Some(p) => {
-                let payload = buf[pos + p.payload.start..pos + p.payload.end].to_vec();
-                pos += p.consumed;
+                let payload = plain[p.payload].to_vec();
+                self.start += p.consumed;
                 Some(payload)
             }
             // Incomplete: at most one packet (≤ MAX_PACKET_LEN) is pending,
             // because the decoder rejects larger lengths as soon as it sees them.
             None => None,
         };
-        if pos == buf.len() {
-            buf.clear();
-            pos = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            self.plain_end = 0;
         }
-        self.start = pos;
         Ok(result)
     }
 }
