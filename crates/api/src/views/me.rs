@@ -207,7 +207,7 @@ fn disabled_dcs(now: u64, reason: &'static str) -> DcStatusData {
 
 /// Per-DC rows derived from the raw pool snapshot. A writer is *alive* when it is not
 /// draining; an endpoint is *available* when at least one alive writer uses it.
-pub(super) fn dc_rows(snap: &MePoolSnapshot) -> Vec<DcStatus> {
+pub(crate) fn dc_rows(snap: &MePoolSnapshot) -> Vec<DcStatus> {
     snap.dcs
         .iter()
         .map(|dc| {
