@@ -5,6 +5,9 @@ Playwright) and reports what the page showed, one step per run:
   disable USER  click "disable", wait for the row to say so
   enable USER   click "enable", wait for the row to lose the mark
   delete USER   click "delete", accept the confirmation, wait for the row to go
+  edit USER --field F --value V
+                click "edit", set the limit field F to V (empty = clear), save; wait for
+                the form to close (saved) or for its error line (with --expect-error)
 
 Prints one line ``ADMIN {json}`` and exits 0 when the step worked. Loopback only.
 """
@@ -19,8 +22,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--url", required=True, help="http://127.0.0.1:PORT (the API listener)")
     p.add_argument("--chromium", default="/usr/bin/chromium")
-    p.add_argument("step", choices=["create", "disable", "enable", "delete"])
+    p.add_argument("step", choices=["create", "disable", "enable", "delete", "edit"])
     p.add_argument("user")
+    p.add_argument("--field", help="edit: the limit input's name")
+    p.add_argument("--value", default="", help="edit: the new value (empty clears)")
+    p.add_argument("--expect-error", action="store_true", help="edit: the API must refuse it")
     a = p.parse_args()
     out = {"ok": False, "step": a.step, "user": a.user}
     with sync_playwright() as pw:
@@ -64,6 +70,38 @@ def main():
                 timeout=10000,
             )
             out["ok"] = True
+        elif a.step == "edit":
+            row.wait_for(timeout=10000)
+            row.locator('button[data-action="edit"]').click()
+            form = page.locator(f'form.limits[data-user="{a.user}"]')
+            form.wait_for(timeout=10000)
+            # A phone screen: the form must fit without sideways scrolling.
+            box = form.bounding_box()
+            out["form_fits"] = box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+            inp = form.locator(f'input[name="{a.field}"]')
+            out["before"] = inp.input_value()
+            inp.fill(a.value)
+            form.locator('button[data-action="save"]').click()
+            if a.expect_error:
+                err = form.locator(".error")
+                page.wait_for_function(
+                    "(u) => { const e = document.querySelector(`form.limits[data-user=\"${u}\"] .error`);"
+                    " return e && e.textContent.length > 0; }",
+                    arg=a.user,
+                    timeout=10000,
+                )
+                out["error"] = err.text_content()
+                out["invalid"] = inp.get_attribute("aria-invalid") == "true"
+                out["status"] = page.locator("#status").text_content()
+                # The periodic refresh must not wipe the form and its message meanwhile.
+                page.wait_for_timeout(3500)
+                out["still_open"] = form.is_visible() and err.text_content() == out["error"]
+                out["ok"] = out["still_open"] and out["form_fits"]
+            else:
+                form.wait_for(state="detached", timeout=10000)
+                out["status"] = page.locator("#status").text_content()
+                out["summary"] = row.locator(".limits-summary").all_text_contents()
+                out["ok"] = "saved" in out["status"] and out["form_fits"]
         else:
             row.wait_for(timeout=10000)
             row.locator('button[data-action="delete"]').click()

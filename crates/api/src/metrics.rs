@@ -1,10 +1,19 @@
 //! The Prometheus endpoint (`server.metrics_port` / `metrics_listen`, `GET /metrics` behind
-//! `server.metrics_whitelist`): the stats counters (`stats::prom::StatsCollector`) plus the
-//! series that come from the config (build info, telemetry switches, per-user unique-IP
-//! limits and their utilization), encoded by `prometheus-client` at scrape time.
+//! `server.metrics_whitelist`): the stats counters (`stats::prom::StatsCollector`), the
+//! series that come from the config (build info, telemetry switches, floor mode, per-user
+//! unique-IP limits and their utilization) and the middle-proxy pool's live gauges, read from
+//! the `Runtime` port's pool snapshot (the same one `/v1/runtime/me_pool_state` and
+//! `/v1/stats/dcs` render), encoded by `prometheus-client` at scrape time.
 //!
-//! Must not: keep its own counters (everything is read from `stats` and the config snapshot
-//! on each scrape), or serve anything but `/metrics`.
+//! Pool gauges telemt has keep telemt's names (`telemt_me_writers_active_current`,
+//! `telemt_me_adaptive_floor_*`); the ones telemt lacks are named after the API fields they
+//! repeat: `telemt_me_pool_writers{contour}`, `telemt_me_pool_generation{kind}`,
+//! `telemt_me_runtime_ready`, `telemt_me_dc_writers_alive{dc}`, `..._required{dc}`,
+//! `telemt_me_dc_coverage_pct{dc}`. They are absent in direct mode and on a scrape that
+//! finds the pool busy (`source_unavailable` in the API).
+//!
+//! Must not: keep its own counters (everything is read from `stats`, the config snapshot and
+//! the runtime port on each scrape), or serve anything but `/metrics`.
 
 use std::convert::Infallible;
 use std::fmt::Error as FmtError;
@@ -27,6 +36,8 @@ use prometheus_client::registry::Registry;
 use stats::prom::{encode_text, StatsCollector};
 use stats::Stats;
 use tokio::net::TcpListener;
+
+use crate::runtime::{MePoolSnapshot, Runtime, WriterContour};
 
 /// Config-derived series.
 struct ConfigCollector {
@@ -65,6 +76,16 @@ impl Collector for ConfigCollector {
         for l in ["silent", "normal", "debug"] {
             ConstGauge::new(i64::from(l == level)).encode(m.encode_family(&[("level", l)])?)?;
         }
+        let mut m = enc.encode_descriptor(
+            "telemt_me_floor_mode",
+            "middle-proxy writer floor mode (one-hot)",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mode = cfg.general.me_floor_mode.as_str();
+        for l in ["static", "adaptive"] {
+            ConstGauge::new(i64::from(l == mode)).encode(m.encode_family(&[("mode", l)])?)?;
+        }
         let a = &cfg.access;
         let limits: Vec<(&String, usize)> = a
             .users
@@ -101,8 +122,130 @@ impl Collector for ConfigCollector {
     }
 }
 
+/// The pool's live gauges, from one snapshot taken for this scrape.
+#[derive(Debug)]
+struct MePoolCollector {
+    pool: MePoolSnapshot,
+    ready: bool,
+}
+
+fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> Result<(), FmtError> {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for MePoolCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), FmtError> {
+        let p = &self.pool;
+        let contours = [
+            WriterContour::Warm,
+            WriterContour::Active,
+            WriterContour::Draining,
+        ];
+        let count = |c: WriterContour, draining: bool| {
+            p.writers
+                .iter()
+                .filter(|w| w.contour == c && (draining || !w.draining))
+                .count() as u64
+        };
+        // telemt counts non-draining writers of each contour.
+        gauge(
+            &mut enc,
+            "telemt_me_writers_active_current",
+            "non-draining active writers",
+            count(WriterContour::Active, false),
+        )?;
+        gauge(
+            &mut enc,
+            "telemt_me_writers_warm_current",
+            "non-draining warm writers",
+            count(WriterContour::Warm, false),
+        )?;
+        let mut m = enc.encode_descriptor(
+            "telemt_me_pool_writers",
+            "writers by contour",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in contours {
+            let g = ConstGauge::new(i64::try_from(count(c, true)).unwrap_or(i64::MAX));
+            g.encode(m.encode_family(&[("contour", c.as_str())])?)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "telemt_me_pool_generation",
+            "pool generations (0 = none pending)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, g) in [
+            ("active", p.active_generation),
+            ("warm", p.warm_generation),
+            ("pending_hardswap", p.pending_hardswap_generation),
+        ] {
+            let g = ConstGauge::new(i64::try_from(g).unwrap_or(i64::MAX));
+            g.encode(m.encode_family(&[("kind", kind)])?)?;
+        }
+        gauge(
+            &mut enc,
+            "telemt_me_runtime_ready",
+            "1 when the pool has minimal coverage (gates.me_runtime_ready)",
+            u64::from(self.ready),
+        )?;
+        let a = &p.adaptive;
+        for (name, v) in [
+            ("cpu_cores_detected", u64::from(a.cpu_cores_detected)),
+            ("cpu_cores_effective", u64::from(a.cpu_cores_effective)),
+            ("global_cap_raw", a.global_cap_raw),
+            ("global_cap_effective", a.global_cap_effective),
+            ("target_writers_total", a.target_writers_total),
+            ("active_cap_configured", a.active_cap_configured),
+            ("active_cap_effective", a.active_cap_effective),
+            ("warm_cap_configured", a.warm_cap_configured),
+            ("warm_cap_effective", a.warm_cap_effective),
+        ] {
+            let series = format!("telemt_me_adaptive_floor_{name}");
+            gauge(&mut enc, &series, "adaptive writer floor", v)?;
+        }
+        let dcs = crate::views::dc_rows(p);
+        let labels: Vec<String> = dcs.iter().map(|d| d.dc.to_string()).collect();
+        for (name, help, f) in [
+            (
+                "telemt_me_dc_writers_alive",
+                "non-draining writers of the DC",
+                (|d: &crate::views::DcStatus| d.alive_writers) as fn(&_) -> usize,
+            ),
+            (
+                "telemt_me_dc_writers_required",
+                "writers the DC's floor requires now",
+                |d| d.required_writers,
+            ),
+        ] {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (d, l) in dcs.iter().zip(&labels) {
+                let g = ConstGauge::new(i64::try_from(f(d)).unwrap_or(i64::MAX));
+                g.encode(m.encode_family(&[("dc", l.as_str())])?)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "telemt_me_dc_coverage_pct",
+            "alive / required writers of the DC, percent",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (d, l) in dcs.iter().zip(&labels) {
+            ConstGauge::new(d.coverage_pct).encode(m.encode_family(&[("dc", l.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Renders the whole exposition once.
-pub fn render(store: &Arc<ConfigStore>, stats: &Arc<Stats>, version: &'static str) -> String {
+pub fn render(
+    store: &Arc<ConfigStore>,
+    stats: &Arc<Stats>,
+    runtime: &dyn Runtime,
+    version: &'static str,
+) -> String {
     let snap = store.current();
     let access = &snap.config.access;
     let window = Duration::from_secs(access.user_max_unique_ips_window_secs);
@@ -118,6 +261,12 @@ pub fn render(store: &Arc<ConfigStore>, stats: &Arc<Stats>, version: &'static st
         stats: Arc::clone(stats),
         version,
     }));
+    if snap.config.general.use_middle_proxy {
+        if let Some(pool) = runtime.me_pool() {
+            let ready = runtime.gates().me_runtime_ready;
+            reg.register_collector(Box::new(MePoolCollector { pool, ready }));
+        }
+    }
     encode_text(&reg).unwrap_or_else(|e| {
         tracing::error!(error = %e, "metrics encoding failed");
         String::new()
@@ -146,6 +295,7 @@ pub async fn serve(
     listener: TcpListener,
     store: Arc<ConfigStore>,
     stats: Arc<Stats>,
+    runtime: Arc<dyn Runtime>,
     version: &'static str,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -161,12 +311,14 @@ pub async fn serve(
                 }
             },
         };
-        let (store, stats) = (Arc::clone(&store), Arc::clone(&stats));
+        let (store, stats, runtime) =
+            (Arc::clone(&store), Arc::clone(&stats), Arc::clone(&runtime));
         tokio::spawn(async move {
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let resp = answer(
                     &store,
                     &stats,
+                    runtime.as_ref(),
                     version,
                     peer,
                     req.method(),
@@ -186,6 +338,7 @@ pub async fn serve(
 fn answer(
     store: &Arc<ConfigStore>,
     stats: &Arc<Stats>,
+    runtime: &dyn Runtime,
     version: &'static str,
     peer: SocketAddr,
     method: &Method,
@@ -213,7 +366,7 @@ fn answer(
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
-    let mut r = text(StatusCode::OK, render(store, stats, version));
+    let mut r = text(StatusCode::OK, render(store, stats, runtime, version));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(

@@ -46,8 +46,11 @@ pub struct ReloadRecord {
     pub reload_id: u64,
     pub target_generation: u64,
     pub config_revision: String,
+    #[schema(schema_with = crate::views::schema::reload_state)]
     pub state: &'static str,
+    #[schema(schema_with = crate::views::schema::reload_mode)]
     pub mode: &'static str,
+    #[schema(schema_with = crate::views::schema::reload_failure_policy)]
     pub failure_policy: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -93,16 +96,29 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+const INSTANT: &str = "instant";
+const DRAIN: &str = "drain";
+/// `mode` values.
+pub(crate) const MODES: [&str; 2] = [INSTANT, DRAIN];
+const KEEP_NEW: &str = "keep_new";
+const ROLLBACK: &str = "rollback";
+/// `failure_policy` values.
+pub(crate) const FAILURE_POLICIES: [&str; 2] = [KEEP_NEW, ROLLBACK];
+const ACCEPTED: &str = "accepted";
+const SUCCEEDED: &str = "succeeded";
+/// `state` values: the POST answers `accepted`, the status route the outcome.
+pub(crate) const STATES: [&str; 2] = [ACCEPTED, SUCCEEDED];
+
 fn parse(bytes: &[u8]) -> Result<(&'static str, &'static str, Option<u64>), ApiError> {
     let req: ReloadRequest = decode_optional_json(bytes)?.unwrap_or_default();
     let mode = match req.mode.as_deref() {
-        None | Some("instant") => "instant",
-        Some("drain") => "drain",
+        None | Some(INSTANT) => INSTANT,
+        Some(DRAIN) => DRAIN,
         Some(_) => return Err(ApiError::bad_request("mode must be instant or drain")),
     };
     let failure_policy = match req.failure_policy.as_deref() {
-        None | Some("keep_new") => "keep_new",
-        Some("rollback") => "rollback",
+        None | Some(KEEP_NEW) => KEEP_NEW,
+        Some(ROLLBACK) => ROLLBACK,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "failure_policy must be keep_new or rollback",
@@ -110,9 +126,9 @@ fn parse(bytes: &[u8]) -> Result<(&'static str, &'static str, Option<u64>), ApiE
         }
     };
     match (mode, req.timeout_secs) {
-        ("drain", Some(1..=3600)) | ("instant", None) => {}
-        ("drain", None) => {}
-        ("drain", Some(_)) => {
+        (DRAIN, Some(1..=3600)) | (INSTANT, None) => {}
+        (DRAIN, None) => {}
+        (DRAIN, Some(_)) => {
             return Err(ApiError::bad_request(
                 "timeout_secs must be within 1..=3600",
             ))
@@ -165,7 +181,7 @@ pub async fn post(
         reload_id: 0,
         target_generation: generation,
         config_revision: revision.clone(),
-        state: "succeeded",
+        state: SUCCEEDED,
         mode,
         failure_policy,
         timeout_secs,
@@ -179,7 +195,7 @@ pub async fn post(
         &format!("reload_id={} mode={mode}", rec.reload_id),
     );
     let accepted = ReloadRecord {
-        state: "accepted",
+        state: ACCEPTED,
         ..rec
     };
     success_response(StatusCode::ACCEPTED, &accepted, &revision)

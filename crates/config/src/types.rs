@@ -111,6 +111,9 @@ macro_rules! str_enum {
         }
 
         impl $name {
+            /// Every variant, in declaration order (the API schema's value list).
+            pub const ALL: &'static [Self] = &[$($name::$variant),+];
+
             /// The TOML/API spelling.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }

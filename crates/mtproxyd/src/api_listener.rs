@@ -79,6 +79,7 @@ pub async fn stop(task: Option<JoinHandle<()>>) {
 pub async fn start_metrics(
     store: &std::sync::Arc<config::ConfigStore>,
     stats: &std::sync::Arc<stats::Stats>,
+    runtime: std::sync::Arc<dyn api::runtime::Runtime>,
     stop: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
     let snap = store.current();
@@ -92,6 +93,7 @@ pub async fn start_metrics(
                 listener,
                 store,
                 stats,
+                runtime,
                 env!("CARGO_PKG_VERSION"),
                 async move {
                     let _ = stop.wait_for(|s| *s).await;

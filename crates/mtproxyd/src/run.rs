@@ -80,8 +80,9 @@ pub async fn run(path: PathBuf, log: LogControl) -> anyhow::Result<()> {
     let watcher = store.spawn_watcher();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_task =
+        api_listener::start_metrics(&store, &stats, runtime.clone(), stop_rx.clone()).await;
     let state = api::ApiState::new(Arc::clone(&store), runtime);
-    let metrics_task = api_listener::start_metrics(&store, &stats, stop_rx.clone()).await;
     let api_task = api_listener::start(api_cfg, state, &startup, stop_rx).await;
 
     startup.set_stage("ready");

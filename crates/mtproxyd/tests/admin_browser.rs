@@ -1,7 +1,8 @@
 //! The built-in admin page in a real headless browser (Debian's `chromium` driven by
 //! Playwright, `tests-py/admin_browser.py`): create → copy the link → disable → enable →
-//! delete, and after each click the proxy's behaviour is checked with a real client on the
-//! link's secret (relays / is refused) and through the API.
+//! edit limits (set, refused, cleared) → delete, and after each click the proxy's behaviour
+//! is checked with a real client on the link's secret (relays / is refused) and through the
+//! API.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::start_on;
-use testkit::client::{Mode, TestClient, TlsOptions};
+use testkit::client::{Mode, TestClient, TestConn, TlsOptions};
 use testkit::dc::{DcMode, TestDc};
 use testkit::{ConfigFixture, HttpClient};
 
@@ -21,6 +22,16 @@ fn script() -> std::path::PathBuf {
 
 /// Runs one step of the browser script; returns its `ADMIN {json}` report.
 async fn step(api: std::net::SocketAddr, what: &str, user: &str) -> serde_json::Value {
+    step_with(api, what, user, &[]).await
+}
+
+/// [`step`] with the step's own options (`--field`, `--value`, ...).
+async fn step_with(
+    api: std::net::SocketAddr,
+    what: &str,
+    user: &str,
+    extra: &[&str],
+) -> serde_json::Value {
     let out = tokio::process::Command::new(testkit::py::python())
         .arg(script())
         .args([
@@ -31,6 +42,7 @@ async fn step(api: std::net::SocketAddr, what: &str, user: &str) -> serde_json::
             what,
             user,
         ])
+        .args(extra)
         .output()
         .await
         .expect("python runs");
@@ -49,15 +61,26 @@ async fn step(api: std::net::SocketAddr, what: &str, user: &str) -> serde_json::
     v
 }
 
-/// Whether a fake-TLS client with `secret` gets its bytes echoed through the proxy.
-async fn relays(proxy: std::net::SocketAddr, secret: [u8; 16]) -> bool {
+/// A fake-TLS client with `secret` whose bytes were echoed through the proxy, still open.
+async fn relaying(proxy: std::net::SocketAddr, secret: [u8; 16]) -> Option<TestConn> {
     let mode = Mode::Tls(TlsOptions::new("example.com"));
-    let Ok(mut c) = TestClient::connect(proxy, mode, secret, 2).await else {
-        return false;
-    };
+    let mut c = TestClient::connect(proxy, mode, secret, 2).await.ok()?;
     c.set_timeout(Duration::from_secs(3));
     let msg = b"ping through the admin page";
-    c.send(msg).await.is_ok() && c.recv_exact(msg.len()).await.is_ok_and(|b| b == msg)
+    let echoed = c.send(msg).await.is_ok() && c.recv_exact(msg.len()).await.is_ok_and(|b| b == msg);
+    echoed.then_some(c)
+}
+
+/// Whether a fake-TLS client with `secret` gets its bytes echoed through the proxy.
+async fn relays(proxy: std::net::SocketAddr, secret: [u8; 16]) -> bool {
+    relaying(proxy, secret).await.is_some()
+}
+
+/// `GET /v1/users/{user}`'s data.
+async fn user_data(c: &mut HttpClient, user: &str) -> serde_json::Value {
+    let r = c.get(&format!("/v1/users/{user}")).await.expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json().expect("json")["data"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +140,70 @@ async fn admin_page_drives_the_proxy_in_a_real_browser() {
 
     step(r.api, "enable", "webuser").await;
     assert!(relays(proxy, secret).await, "re-enabled");
+
+    // Limits through the page's edit form: at most one TCP connection...
+    let set = ["--field", "max_tcp_conns", "--value", "1"];
+    let edited = step_with(r.api, "edit", "webuser", &set).await;
+    assert_eq!(
+        user_data(&mut c, "webuser").await["max_tcp_conns"],
+        1,
+        "{edited}"
+    );
+    assert!(
+        edited["summary"].to_string().contains("max 1 conns"),
+        "{edited}"
+    );
+    // ... which the proxy applies: a second client is refused while the first relays (the
+    // earlier clients' sessions may take a moment to end).
+    let mut first = None;
+    for _ in 0..20 {
+        first = relaying(proxy, secret).await;
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        first.is_some(),
+        "one connection is allowed\n{}",
+        r.daemon.logs()
+    );
+    assert!(
+        !relays(proxy, secret).await,
+        "a second connection over max_tcp_conns = 1 must not relay"
+    );
+    drop(first);
+    // A value the API refuses: the form stays open with the API's message, nothing changes.
+    let bad = [
+        "--field",
+        "expiration_rfc3339",
+        "--value",
+        "next tuesday",
+        "--expect-error",
+    ];
+    let refused = step_with(r.api, "edit", "webuser", &bad).await;
+    let msg = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("bad_request") && msg.contains("expiration_rfc3339"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["invalid"], true,
+        "the refused field is marked: {refused}"
+    );
+    assert_eq!(
+        user_data(&mut c, "webuser").await["expiration_rfc3339"],
+        serde_json::Value::Null
+    );
+    // Emptying the field clears the limit.
+    let clear = ["--field", "max_tcp_conns", "--value", ""];
+    let cleared = step_with(r.api, "edit", "webuser", &clear).await;
+    assert_eq!(cleared["before"], "1", "{cleared}");
+    assert_eq!(
+        user_data(&mut c, "webuser").await["max_tcp_conns"],
+        serde_json::Value::Null,
+        "{cleared}"
+    );
 
     step(r.api, "delete", "webuser").await;
     assert_eq!(c.get("/v1/users/webuser").await.expect("get").status, 404);

@@ -4,8 +4,13 @@
 //! Serving it over HTTP and the config-derived series are the API crate's.
 //!
 //! Naming: a counter whose API name ends in `_total` is a Prometheus counter of the same
-//! name; others keep their name as an untyped series. Upstream histogram buckets become a
-//! `bucket` label (`telemt_upstream_connect_attempts_per_request{bucket="3_4"}`).
+//! name; others keep their name as an untyped series. Middle-proxy and pool counters take
+//! telemt's `telemt_me_` prefix (`reconnect_attempt_total` is telemt's
+//! `telemt_me_reconnect_attempts_total`). Histogram buckets become a `bucket` label
+//! (`telemt_upstream_connect_attempts_per_request{bucket="3_4"}`,
+//! `telemt_desync_frames_bucket_total{bucket="1_2"}`); queue-full drops by profile and floor
+//! mode switches become labels as telemt has them. The pool's live gauges (writers by contour,
+//! adaptive floor) are not counters: the API crate adds them from the runtime snapshot.
 
 use std::fmt::Error as FmtError;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
+use crate::zero::{MiddleProxyCounters, PoolCounters};
 use crate::Stats;
 
 /// Per-user series are emitted for at most this many users (largest traffic first); the rest
@@ -30,27 +36,73 @@ const GAUGES: &[&str] = &[
     "pool_drain_active",
 ];
 
-/// Upstream bucket counters → (series, bucket label).
-fn upstream_bucket(name: &str) -> Option<(&'static str, &str)> {
-    if let Some(b) = name.strip_prefix("connect_attempts_bucket_") {
-        return Some(("telemt_upstream_connect_attempts_per_request", b));
-    }
-    if let Some(b) = name.strip_prefix("connect_duration_success_bucket_") {
-        return Some(("telemt_upstream_connect_duration_success_total", b));
-    }
-    if let Some(b) = name.strip_prefix("connect_duration_fail_bucket_") {
-        return Some(("telemt_upstream_connect_duration_fail_total", b));
-    }
-    None
+/// Label pairs of one family row.
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Where one stats counter lands in telemt's exposition.
+enum Placement {
+    /// A series of its own.
+    Plain(String),
+    /// One row of a labelled family (telemt folds buckets, profiles and mode switches into
+    /// labels of one series).
+    Row {
+        family: &'static str,
+        labels: Labels,
+    },
 }
 
-/// The name telemt gives an API counter.
-fn series_name(name: &str) -> String {
-    if name.starts_with("connect_") {
+/// telemt's name (and labels) for an API counter. The API names drop telemt's `me_` prefix
+/// (the `ZeroMiddleProxyData` block says it), so the middle-proxy and pool blocks get it back
+/// here; the pool's own `pool_*` counters and the desync block keep their names.
+fn placement(name: &'static str) -> Placement {
+    let row = |family, labels| Placement::Row { family, labels };
+    for (prefix, family) in [
+        (
+            "connect_attempts_bucket_",
+            "telemt_upstream_connect_attempts_per_request",
+        ),
+        (
+            "connect_duration_success_bucket_",
+            "telemt_upstream_connect_duration_success_total",
+        ),
+        (
+            "connect_duration_fail_bucket_",
+            "telemt_upstream_connect_duration_fail_total",
+        ),
+        ("desync_frames_bucket_", "telemt_desync_frames_bucket_total"),
+    ] {
+        if let Some(b) = name.strip_prefix(prefix) {
+            return row(family, vec![("bucket", b)]);
+        }
+    }
+    let switch = "telemt_me_floor_mode_switch_total";
+    let queue_full = "telemt_me_route_drop_queue_full_profile_total";
+    match name {
+        "route_drop_queue_full_base_total" => return row(queue_full, vec![("profile", "base")]),
+        "route_drop_queue_full_high_total" => return row(queue_full, vec![("profile", "high")]),
+        "floor_mode_switch_static_to_adaptive_total" => {
+            return row(switch, vec![("from", "static"), ("to", "adaptive")])
+        }
+        "floor_mode_switch_adaptive_to_static_total" => {
+            return row(switch, vec![("from", "adaptive"), ("to", "static")])
+        }
+        "floor_mode_switch_total" => {
+            return Placement::Plain("telemt_me_floor_mode_switch_all_total".into())
+        }
+        "reconnect_attempt_total" => {
+            return Placement::Plain("telemt_me_reconnect_attempts_total".into())
+        }
+        _ => {}
+    }
+    let me = MiddleProxyCounters::FIELD_NAMES.contains(&name)
+        || (PoolCounters::FIELD_NAMES.contains(&name) && !name.starts_with("pool_"));
+    Placement::Plain(if name.starts_with("connect_") {
         format!("telemt_upstream_{name}")
+    } else if me {
+        format!("telemt_me_{name}")
     } else {
         format!("telemt_{name}")
-    }
+    })
 }
 
 /// Escapes a label value for the text format (the encoder writes values as given): a
@@ -136,14 +188,13 @@ fn family(
 impl Collector for StatsCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), FmtError> {
         let s = &self.stats;
-        let mut plain: Vec<(&'static str, u64)> = Vec::new();
-        let mut buckets: Vec<(&'static str, String, u64)> = Vec::new();
-        s.visit_counters(&mut |name, v| match upstream_bucket(name) {
-            Some((series, b)) => buckets.push((series, b.to_owned(), v)),
-            None => plain.push((name, v)),
+        let mut rows: Vec<(&'static str, Labels, u64)> = Vec::new();
+        let mut plain: Vec<(&'static str, String, u64)> = Vec::new();
+        s.visit_counters(&mut |name, v| match placement(name) {
+            Placement::Plain(series) => plain.push((name, series, v)),
+            Placement::Row { family, labels } => rows.push((family, labels, v)),
         });
-        for (name, v) in plain {
-            let series = series_name(name);
+        for (name, series, v) in plain {
             if GAUGES.contains(&name) {
                 gauge(&mut enc, &series, "live value", clamp(v))?;
             } else if name.ends_with("_total") {
@@ -153,28 +204,37 @@ impl Collector for StatsCollector {
                 g.encode(enc.encode_descriptor(&series, "counter", None, MetricType::Unknown)?)?;
             }
         }
-        let mut by_series: Vec<&'static str> = buckets.iter().map(|b| b.0).collect();
-        by_series.dedup();
-        for series in by_series {
-            let rows: Vec<(String, u64)> = buckets
-                .iter()
-                .filter(|b| b.0 == series)
-                .map(|b| (b.1.clone(), b.2))
-                .collect();
-            let kind = if series.ends_with("_total") {
-                MetricType::Counter
-            } else {
-                MetricType::Unknown
-            };
-            family(
-                &mut enc,
-                series,
-                "upstream connects by bucket",
-                kind,
-                "bucket",
-                &rows,
-            )?;
+        let mut families: Vec<&'static str> = Vec::new();
+        for (family, _, _) in &rows {
+            if !families.contains(family) {
+                families.push(family);
+            }
         }
+        for series in families {
+            let (kind, name) = match series.strip_suffix("_total") {
+                Some(base) => (MetricType::Counter, base),
+                None => (MetricType::Unknown, series),
+            };
+            let mut m = enc.encode_descriptor(name, "counter by label", None, kind)?;
+            for (_, labels, v) in rows.iter().filter(|r| r.0 == series) {
+                let row = m.encode_family(labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(*v).encode(row)?,
+                    _ => ConstGauge::new(clamp(*v)).encode(row)?,
+                }
+            }
+        }
+        // telemt's "writers lost and not yet restored" figure, derived from the same counters.
+        let p = s.pool();
+        let restored = p
+            .writer_restored_same_endpoint_total
+            .saturating_add(p.writer_restored_fallback_total);
+        gauge(
+            &mut enc,
+            "telemt_me_writer_removed_unexpected_minus_restored_total",
+            "unexpected writer removals not yet compensated by a restore",
+            clamp(p.writer_removed_unexpected_total.saturating_sub(restored)),
+        )?;
         let classes: Vec<(String, u64)> = s
             .bad_by_class()
             .into_iter()
@@ -371,6 +431,10 @@ mod tests {
         s.record_me_handshake_reject(-3);
         s.inc_connections_bad_class("tls_replay");
         s.users().handle("a\"b").add_octets_to_client(9);
+        s.middle_proxy_counters().reconnect_attempt_total.inc();
+        s.desync_counters().observe_desync(4, true);
+        s.pool_counters().writer_removed_unexpected_total.add(3);
+        s.pool_counters().writer_restored_fallback_total.inc();
         let mut reg = prometheus_client::registry::Registry::default();
         reg.register_collector(Box::new(StatsCollector::new(
             Arc::clone(&s),
@@ -378,6 +442,9 @@ mod tests {
             vec!["a\"b".to_owned()],
         )));
         let text = encode_text(&reg).expect("encode");
+        for gone in ["telemt_keepalive_sent", "telemt_reconnect_attempt_total"] {
+            assert!(!text.contains(gone), "{gone} in\n{text}");
+        }
         for want in [
             "# TYPE telemt_connections counter\n",
             "telemt_connections_total 1\n",
@@ -390,6 +457,17 @@ mod tests {
             "telemt_upstream_connect_duration_success_total{bucket=\"gt_1000ms\"} 0\n",
             "telemt_ip_tracker_users{scope=\"active\"} 0\n",
             "telemt_telemetry_user_series_users{family=\"stats\",status=\"emitted\"} 1\n",
+            "telemt_me_reconnect_attempts_total 1\n",
+            "telemt_me_keepalive_sent_total 0\n",
+            "telemt_me_refill_triggered_total 0\n",
+            "telemt_pool_swap_total 0\n",
+            "# TYPE telemt_pool_drain_active gauge\n",
+            "telemt_desync_total 1\n",
+            "telemt_desync_frames_bucket_total{bucket=\"3_10\"} 1\n",
+            "telemt_me_route_drop_queue_full_profile_total{profile=\"high\"} 0\n",
+            "telemt_me_floor_mode_switch_total{from=\"static\",to=\"adaptive\"} 0\n",
+            "telemt_me_floor_mode_switch_all_total 0\n",
+            "telemt_me_writer_removed_unexpected_minus_restored_total 2\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

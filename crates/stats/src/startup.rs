@@ -17,6 +17,15 @@ pub enum StartupStatus {
 }
 
 impl StartupStatus {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[
+        StartupStatus::Pending,
+        StartupStatus::Initializing,
+        StartupStatus::Ready,
+        StartupStatus::Failed,
+        StartupStatus::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StartupStatus::Pending => "pending",
@@ -47,6 +56,15 @@ pub enum ComponentStatus {
 }
 
 impl ComponentStatus {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[
+        ComponentStatus::Pending,
+        ComponentStatus::Running,
+        ComponentStatus::Ready,
+        ComponentStatus::Failed,
+        ComponentStatus::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ComponentStatus::Pending => "pending",
@@ -73,6 +91,9 @@ pub enum TransportMode {
 }
 
 impl TransportMode {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[TransportMode::MiddleProxy, TransportMode::Direct];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransportMode::MiddleProxy => "middle_proxy",

@@ -262,3 +262,134 @@ fn checker_reports_drift() {
         "{errors:?}"
     );
 }
+
+/// Fixed-string fields carry their value set (docs/API.md's lists), the JSON type stays string.
+#[test]
+fn fixed_string_fields_are_enums() {
+    let d = doc();
+    let schemas = &d["components"]["schemas"];
+    let startup = serde_json::json!(["pending", "initializing", "ready", "failed", "skipped"]);
+    let reasons = serde_json::json!(["feature_disabled", "source_unavailable"]);
+    for (schema, field, want) in [
+        (
+            "MeWriterStatus",
+            "state",
+            serde_json::json!(["warm", "active", "draining"]),
+        ),
+        ("RuntimeInitializationData", "status", startup.clone()),
+        ("RuntimeInitializationMeData", "status", startup.clone()),
+        ("RuntimeGatesData", "startup_status", startup),
+        (
+            "RuntimeInitializationComponentData",
+            "status",
+            serde_json::json!(["pending", "running", "ready", "failed", "skipped"]),
+        ),
+        (
+            "RuntimeInitializationData",
+            "transport_mode",
+            serde_json::json!(["middle_proxy", "direct"]),
+        ),
+        ("MeWritersData", "reason", reasons.clone()),
+        ("UpstreamsData", "reason", reasons),
+        (
+            "RuntimeMePoolStateData",
+            "reason",
+            serde_json::json!(["source_unavailable"]),
+        ),
+        (
+            "RuntimeEdgeEventsData",
+            "reason",
+            serde_json::json!(["feature_disabled"]),
+        ),
+        (
+            "UpstreamStatus",
+            "route_kind",
+            serde_json::json!(["direct", "socks4", "socks5", "shadowsocks"]),
+        ),
+        (
+            "MinimalDcPathData",
+            "ip_preference",
+            serde_json::json!([
+                "unknown",
+                "prefer_v4",
+                "prefer_v6",
+                "both_work",
+                "unavailable",
+                null
+            ]),
+        ),
+        (
+            "RuntimeMeSelftestBndData",
+            "addr_state",
+            serde_json::json!(["ok", "bogon", "error"]),
+        ),
+        (
+            "RuntimeMeSelftestBndData",
+            "port_state",
+            serde_json::json!(["ok", "zero", "error"]),
+        ),
+        (
+            "RuntimeMeSelftestIpFamilyData",
+            "state",
+            serde_json::json!(["good", "bogon", "loopback"]),
+        ),
+        (
+            "RuntimeMeSelftestPidData",
+            "state",
+            serde_json::json!(["one", "non-one"]),
+        ),
+        (
+            "RuntimeMePoolStateRefillDcData",
+            "family",
+            serde_json::json!(["V4", "V6"]),
+        ),
+        (
+            "EffectiveMiddleProxyLimits",
+            "floor_mode",
+            serde_json::json!(["static", "adaptive"]),
+        ),
+        (
+            "EffectiveMiddleProxyLimits",
+            "writer_pick_mode",
+            serde_json::json!(["sorted_rr", "p2c"]),
+        ),
+        (
+            "EffectiveUserIpPolicyLimits",
+            "mode",
+            serde_json::json!(["active_window", "time_window", "combined"]),
+        ),
+        (
+            "SecurityPostureData",
+            "log_level",
+            serde_json::json!(["debug", "verbose", "normal", "silent"]),
+        ),
+        (
+            "ZeroCoreData",
+            "telemetry_me_level",
+            serde_json::json!(["off", "normal", "verbose"]),
+        ),
+        (
+            "ReloadRecord",
+            "state",
+            serde_json::json!(["accepted", "succeeded"]),
+        ),
+        (
+            "ReloadRecord",
+            "mode",
+            serde_json::json!(["instant", "drain"]),
+        ),
+        (
+            "HealthReadyData",
+            "reason",
+            serde_json::json!(["admission_closed", "no_healthy_upstreams", null]),
+        ),
+    ] {
+        let prop = &schemas[schema]["properties"][field];
+        assert_eq!(prop["enum"], want, "{schema}.{field}: {prop}");
+        let ty = &prop["type"];
+        assert!(
+            ty == "string" || ty == &serde_json::json!(["string", "null"]),
+            "{schema}.{field}: {prop}"
+        );
+    }
+}

@@ -14,6 +14,13 @@ pub enum WriterContour {
 }
 
 impl WriterContour {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[
+        WriterContour::Warm,
+        WriterContour::Active,
+        WriterContour::Draining,
+    ];
+
     /// API label (`warm`, `active`, `draining`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,6 +125,9 @@ pub enum BndAddrState {
 }
 
 impl BndAddrState {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[BndAddrState::Ok, BndAddrState::Bogon, BndAddrState::Error];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BndAddrState::Ok => "ok",
@@ -137,6 +147,9 @@ pub enum BndPortState {
 }
 
 impl BndPortState {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[BndPortState::Ok, BndPortState::Zero, BndPortState::Error];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BndPortState::Ok => "ok",

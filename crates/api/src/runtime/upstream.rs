@@ -11,6 +11,9 @@ pub enum AddrFamily {
 }
 
 impl AddrFamily {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[AddrFamily::V4, AddrFamily::V6];
+
     /// API label (`V4`, `V6`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,6 +33,14 @@ pub enum UpstreamRouteKind {
 }
 
 impl UpstreamRouteKind {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[
+        UpstreamRouteKind::Direct,
+        UpstreamRouteKind::Socks4,
+        UpstreamRouteKind::Socks5,
+        UpstreamRouteKind::Shadowsocks,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamRouteKind::Direct => "direct",
@@ -52,6 +63,15 @@ pub enum IpPreference {
 }
 
 impl IpPreference {
+    /// Every variant, in declaration order (the schema's value list).
+    pub const ALL: &'static [Self] = &[
+        IpPreference::Unknown,
+        IpPreference::PreferV4,
+        IpPreference::PreferV6,
+        IpPreference::BothWork,
+        IpPreference::Unavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IpPreference::Unknown => "unknown",

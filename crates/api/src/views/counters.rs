@@ -44,6 +44,7 @@ pub struct ZeroCoreData {
     pub configured_users: usize,
     pub telemetry_core_enabled: bool,
     pub telemetry_user_enabled: bool,
+    #[schema(schema_with = crate::views::schema::zero_me_level)]
     pub telemetry_me_level: &'static str,
 }
 

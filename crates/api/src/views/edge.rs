@@ -54,7 +54,7 @@ pub struct RuntimeEdgeConnectionsSummaryPayload {
 pub struct RuntimeEdgeConnectionsSummaryData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_any)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     #[schema(required = true)]
@@ -138,7 +138,7 @@ pub struct RuntimeEdgeEventsPayload {
 pub struct RuntimeEdgeEventsData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_disabled)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     #[schema(required = true)]

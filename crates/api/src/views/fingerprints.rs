@@ -34,7 +34,7 @@ pub struct RuntimeEdgeTlsFingerprintsPayload {
 pub struct RuntimeEdgeTlsFingerprintsData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_disabled)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     #[schema(required = true)]

@@ -24,6 +24,7 @@ pub struct MeWriterStatus {
     pub dc: Option<i16>,
     pub endpoint: String,
     pub generation: u64,
+    #[schema(schema_with = crate::views::schema::writer_contour)]
     pub state: &'static str,
     pub draining: bool,
     pub degraded: bool,
@@ -38,7 +39,7 @@ pub struct MeWriterStatus {
 pub struct MeWritersData {
     pub middle_proxy_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_any)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub summary: MeWritersSummary,
@@ -74,7 +75,7 @@ pub struct DcStatus {
 pub struct DcStatusData {
     pub middle_proxy_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_any)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub dcs: Vec<DcStatus>,
@@ -89,7 +90,7 @@ pub struct MinimalQuarantineData {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinimalDcPathData {
     pub dc: i16,
-    #[schema(required = true)]
+    #[schema(required = true, schema_with = crate::views::schema::ip_preference_or_null)]
     pub ip_preference: Option<String>,
     #[schema(required = true)]
     pub selected_addr_v4: Option<String>,
@@ -105,6 +106,7 @@ pub struct MinimalMeRuntimeData {
     #[schema(required = true)]
     pub pending_hardswap_age_secs: Option<u64>,
     pub hardswap_enabled: bool,
+    #[schema(schema_with = crate::views::schema::floor_mode)]
     pub floor_mode: &'static str,
     pub adaptive_floor_idle_secs: u64,
     pub adaptive_floor_min_writers_single_endpoint: u8,
@@ -141,6 +143,7 @@ pub struct MinimalMeRuntimeData {
     pub me_pool_drain_ttl_secs: u64,
     pub me_pool_force_close_secs: u64,
     pub me_pool_min_fresh_ratio: f32,
+    #[schema(schema_with = crate::views::schema::bind_stale_mode)]
     pub me_bind_stale_mode: &'static str,
     pub me_bind_stale_ttl_secs: u64,
     pub me_single_endpoint_shadow_writers: u8,
@@ -150,8 +153,10 @@ pub struct MinimalMeRuntimeData {
     pub me_single_endpoint_outage_backoff_max_ms: u64,
     pub me_single_endpoint_shadow_rotate_every_secs: u64,
     pub me_deterministic_writer_sort: bool,
+    #[schema(schema_with = crate::views::schema::writer_pick_mode)]
     pub me_writer_pick_mode: &'static str,
     pub me_writer_pick_sample_size: u8,
+    #[schema(schema_with = crate::views::schema::socks_kdf_policy)]
     pub me_socks_kdf_policy: &'static str,
     pub quarantined_endpoints_total: usize,
     pub quarantined_endpoints: Vec<MinimalQuarantineData>,
@@ -170,7 +175,7 @@ pub struct MinimalAllPayload {
 pub struct MinimalAllData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_any)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     /// `null` when disabled; fallback payload when the source is unavailable.
@@ -207,7 +212,7 @@ fn disabled_dcs(now: u64, reason: &'static str) -> DcStatusData {
 
 /// Per-DC rows derived from the raw pool snapshot. A writer is *alive* when it is not
 /// draining; an endpoint is *available* when at least one alive writer uses it.
-pub(super) fn dc_rows(snap: &MePoolSnapshot) -> Vec<DcStatus> {
+pub(crate) fn dc_rows(snap: &MePoolSnapshot) -> Vec<DcStatus> {
     snap.dcs
         .iter()
         .map(|dc| {

@@ -36,6 +36,8 @@ pub use edge::{
     RuntimeEdgeEventsPayload,
 };
 pub use fingerprints::{RuntimeEdgeTlsFingerprintsData, RuntimeEdgeTlsFingerprintsPayload};
+/// Per-DC coverage rows, shared with the Prometheus endpoint (one derivation for both).
+pub(crate) use me::dc_rows;
 pub use me::{
     DcEndpointWriters, DcStatus, DcStatusData, MeWriterStatus, MeWritersData, MeWritersSummary,
     MinimalAllData, MinimalAllPayload, MinimalDcPathData, MinimalMeRuntimeData,

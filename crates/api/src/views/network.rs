@@ -26,6 +26,7 @@ pub struct UpstreamDcStatus {
     pub dc: i16,
     #[schema(required = true)]
     pub latency_ema_ms: Option<f64>,
+    #[schema(schema_with = crate::views::schema::ip_preference)]
     pub ip_preference: &'static str,
 }
 
@@ -35,6 +36,7 @@ pub type RuntimeUpstreamQualityDcData = UpstreamDcStatus;
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpstreamStatus {
     pub upstream_id: usize,
+    #[schema(schema_with = crate::views::schema::route_kind)]
     pub route_kind: &'static str,
     pub address: String,
     pub weight: u16,
@@ -54,7 +56,7 @@ pub type RuntimeUpstreamQualityUpstreamData = UpstreamStatus;
 pub struct UpstreamsData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_any)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub zero: ZeroUpstreamData,
@@ -165,7 +167,7 @@ pub struct RuntimeUpstreamQualityCountersData {
 pub struct RuntimeUpstreamQualityData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_unavailable)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     pub policy: RuntimeUpstreamQualityPolicyData,
@@ -258,7 +260,7 @@ pub struct RuntimeNatStunPayload {
 pub struct RuntimeNatStunData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_unavailable)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     #[schema(required = true)]

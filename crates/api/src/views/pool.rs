@@ -52,6 +52,7 @@ pub struct RuntimeMePoolStateWriterData {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMePoolStateRefillDcData {
     pub dc: i16,
+    #[schema(schema_with = crate::views::schema::addr_family)]
     pub family: &'static str,
     pub inflight: usize,
 }
@@ -75,7 +76,7 @@ pub struct RuntimeMePoolStatePayload {
 pub struct RuntimeMePoolStateData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_unavailable)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     #[schema(required = true)]
@@ -196,7 +197,7 @@ pub struct RuntimeMeQualityPayload {
 pub struct RuntimeMeQualityData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_unavailable)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     #[schema(required = true)]

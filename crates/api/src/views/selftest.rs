@@ -16,6 +16,7 @@ const TIMESKEW_THRESHOLD_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestKdfData {
+    #[schema(schema_with = crate::views::schema::ok_or_error)]
     pub state: &'static str,
     pub ewma_errors_per_min: f64,
     pub threshold_errors_per_min: f64,
@@ -24,6 +25,7 @@ pub struct RuntimeMeSelftestKdfData {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestTimeskewData {
+    #[schema(schema_with = crate::views::schema::ok_or_error)]
     pub state: &'static str,
     #[schema(required = true)]
     pub max_skew_secs_15m: Option<u64>,
@@ -39,6 +41,7 @@ pub struct RuntimeMeSelftestTimeskewData {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestIpFamilyData {
     pub addr: String,
+    #[schema(schema_with = crate::views::schema::ip_class)]
     pub state: &'static str,
 }
 
@@ -55,12 +58,15 @@ pub struct RuntimeMeSelftestIpData {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestPidData {
     pub pid: u32,
+    #[schema(schema_with = crate::views::schema::pid_state)]
     pub state: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeMeSelftestBndData {
+    #[schema(schema_with = crate::views::schema::bnd_addr_state)]
     pub addr_state: &'static str,
+    #[schema(schema_with = crate::views::schema::bnd_port_state)]
     pub port_state: &'static str,
     #[schema(required = true)]
     pub last_addr: Option<String>,
@@ -81,17 +87,31 @@ pub struct RuntimeMeSelftestPayload {
 pub struct RuntimeMeSelftestData {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::views::schema::reason_unavailable)]
     pub reason: Option<&'static str>,
     pub generated_at_epoch_secs: u64,
     #[schema(required = true)]
     pub data: Option<RuntimeMeSelftestPayload>,
 }
 
+const OK: &str = "ok";
+const ERROR: &str = "error";
+/// `state` of a threshold check (KDF error rate, clock skew).
+pub(super) const CHECK_STATES: [&str; 2] = [OK, ERROR];
+const LOOPBACK: &str = "loopback";
+const BOGON: &str = "bogon";
+const GOOD: &str = "good";
+/// What [`classify_ip`] answers.
+pub(super) const IP_CLASSES: [&str; 3] = [GOOD, BOGON, LOOPBACK];
+const PID_ONE: &str = "one";
+const PID_NOT_ONE: &str = "non-one";
+/// `pid.state`.
+pub(super) const PID_STATES: [&str; 2] = [PID_ONE, PID_NOT_ONE];
+
 /// `loopback`, `bogon` (not publicly routable) or `good`.
 pub(crate) fn classify_ip(ip: IpAddr) -> &'static str {
     if ip.is_loopback() {
-        return "loopback";
+        return LOOPBACK;
     }
     let bogon = match ip {
         IpAddr::V4(v4) => is_bogon_v4(v4),
@@ -101,9 +121,9 @@ pub(crate) fn classify_ip(ip: IpAddr) -> &'static str {
         },
     };
     if bogon {
-        "bogon"
+        BOGON
     } else {
-        "good"
+        GOOD
     }
 }
 
@@ -157,9 +177,9 @@ pub(super) fn me_selftest(ctx: &ViewContext<'_>) -> RuntimeMeSelftestData {
         data: Some(RuntimeMeSelftestPayload {
             kdf: RuntimeMeSelftestKdfData {
                 state: if ewma >= KDF_THRESHOLD_ERRORS_PER_MIN {
-                    "error"
+                    ERROR
                 } else {
-                    "ok"
+                    OK
                 },
                 ewma_errors_per_min: (ewma * 1000.0).round() / 1000.0,
                 threshold_errors_per_min: KDF_THRESHOLD_ERRORS_PER_MIN,
@@ -167,9 +187,9 @@ pub(super) fn me_selftest(ctx: &ViewContext<'_>) -> RuntimeMeSelftestData {
             },
             timeskew: RuntimeMeSelftestTimeskewData {
                 state: if skew.max_skew_secs_15m.unwrap_or(0) > TIMESKEW_THRESHOLD_SECS {
-                    "error"
+                    ERROR
                 } else {
-                    "ok"
+                    OK
                 },
                 max_skew_secs_15m: skew.max_skew_secs_15m,
                 samples_15m: skew.samples_15m,
@@ -189,7 +209,7 @@ pub(super) fn me_selftest(ctx: &ViewContext<'_>) -> RuntimeMeSelftestData {
             },
             pid: RuntimeMeSelftestPidData {
                 pid,
-                state: if pid == 1 { "one" } else { "non-one" },
+                state: if pid == 1 { PID_ONE } else { PID_NOT_ONE },
             },
             bnd: RuntimeMeSelftestBndData {
                 addr_state: inputs.bnd.addr_state.as_str(),

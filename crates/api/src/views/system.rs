@@ -6,15 +6,27 @@ use serde::Serialize;
 use super::{epoch_secs, ViewContext};
 use crate::runtime::StartupStatus;
 
+/// `/v1/health`'s only `status`.
+pub(super) const HEALTH_STATUSES: [&str; 1] = ["ok"];
+const READY: &str = "ready";
+const NOT_READY: &str = "not_ready";
+/// `/v1/health/ready`'s `status`.
+pub(super) const READY_STATUSES: [&str; 2] = [READY, NOT_READY];
+const ADMISSION_CLOSED: &str = "admission_closed";
+const NO_HEALTHY_UPSTREAMS: &str = "no_healthy_upstreams";
+/// `/v1/health/ready`'s `reason` when not ready.
+pub(super) const NOT_READY_REASONS: [&str; 2] = [ADMISSION_CLOSED, NO_HEALTHY_UPSTREAMS];
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthData {
+    #[schema(schema_with = crate::views::schema::health_status)]
     pub status: &'static str,
     pub read_only: bool,
 }
 
 pub(super) fn health(ctx: &ViewContext<'_>) -> HealthData {
     HealthData {
-        status: "ok",
+        status: HEALTH_STATUSES[0],
         read_only: ctx.cfg().server.api.read_only,
     }
 }
@@ -23,9 +35,10 @@ pub(super) fn health(ctx: &ViewContext<'_>) -> HealthData {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthReadyData {
     pub ready: bool,
+    #[schema(schema_with = crate::views::schema::ready_status)]
     pub status: &'static str,
     /// `admission_closed` or `no_healthy_upstreams` when not ready.
-    #[schema(required = true)]
+    #[schema(required = true, schema_with = crate::views::schema::ready_reason)]
     pub reason: Option<&'static str>,
     pub admission_open: bool,
     pub healthy_upstreams: usize,
@@ -41,19 +54,15 @@ pub(super) fn health_ready(ctx: &ViewContext<'_>) -> HealthReadyData {
         (healthy, s.upstreams.len())
     });
     let reason = if !admission_open {
-        Some("admission_closed")
+        Some(ADMISSION_CLOSED)
     } else if healthy == 0 {
-        Some("no_healthy_upstreams")
+        Some(NO_HEALTHY_UPSTREAMS)
     } else {
         None
     };
     HealthReadyData {
         ready: reason.is_none(),
-        status: if reason.is_none() {
-            "ready"
-        } else {
-            "not_ready"
-        },
+        status: if reason.is_none() { READY } else { NOT_READY },
         reason,
         admission_open,
         healthy_upstreams: healthy,
@@ -119,6 +128,7 @@ pub struct RuntimeGatesData {
     pub me_runtime_ready: bool,
     pub me2dc_fallback_enabled: bool,
     pub use_middle_proxy: bool,
+    #[schema(schema_with = crate::views::schema::startup_status)]
     pub startup_status: &'static str,
     pub startup_stage: String,
     pub startup_progress_pct: f64,
@@ -143,6 +153,7 @@ pub(super) fn gates(ctx: &ViewContext<'_>) -> RuntimeGatesData {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeInitializationMeData {
+    #[schema(schema_with = crate::views::schema::startup_status)]
     pub status: &'static str,
     pub current_stage: String,
     pub progress_pct: f64,
@@ -157,6 +168,7 @@ pub struct RuntimeInitializationMeData {
 pub struct RuntimeInitializationComponentData {
     pub id: String,
     pub title: String,
+    #[schema(schema_with = crate::views::schema::component_status)]
     pub status: &'static str,
     #[schema(required = true)]
     pub started_at_epoch_ms: Option<u64>,
@@ -172,6 +184,7 @@ pub struct RuntimeInitializationComponentData {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeInitializationData {
+    #[schema(schema_with = crate::views::schema::startup_status)]
     pub status: &'static str,
     pub degraded: bool,
     pub current_stage: String,
@@ -181,6 +194,7 @@ pub struct RuntimeInitializationData {
     #[schema(nullable = false)]
     pub ready_at_epoch_secs: Option<u64>,
     pub total_elapsed_ms: u64,
+    #[schema(schema_with = crate::views::schema::transport_mode)]
     pub transport_mode: &'static str,
     pub me: RuntimeInitializationMeData,
     pub components: Vec<RuntimeInitializationComponentData>,
@@ -262,6 +276,7 @@ pub struct EffectiveUpstreamLimits {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EffectiveMiddleProxyLimits {
+    #[schema(schema_with = crate::views::schema::floor_mode)]
     pub floor_mode: &'static str,
     pub adaptive_floor_idle_secs: u64,
     pub adaptive_floor_min_writers_single_endpoint: u8,
@@ -279,6 +294,7 @@ pub struct EffectiveMiddleProxyLimits {
     pub reconnect_backoff_base_ms: u64,
     pub reconnect_backoff_cap_ms: u64,
     pub reconnect_fast_retry_count: u32,
+    #[schema(schema_with = crate::views::schema::writer_pick_mode)]
     pub writer_pick_mode: &'static str,
     pub writer_pick_sample_size: u8,
     pub me2dc_fallback: bool,
@@ -286,6 +302,7 @@ pub struct EffectiveMiddleProxyLimits {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EffectiveUserIpPolicyLimits {
+    #[schema(schema_with = crate::views::schema::ip_policy_mode)]
     pub mode: &'static str,
     pub window_secs: u64,
 }
@@ -365,9 +382,11 @@ pub struct SecurityPostureData {
     pub api_whitelist_entries: usize,
     pub api_auth_header_enabled: bool,
     pub proxy_protocol_enabled: bool,
+    #[schema(schema_with = crate::views::schema::log_level)]
     pub log_level: &'static str,
     pub telemetry_core_enabled: bool,
     pub telemetry_user_enabled: bool,
+    #[schema(schema_with = crate::views::schema::me_level)]
     pub telemetry_me_level: &'static str,
 }
 
