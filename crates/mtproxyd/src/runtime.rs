@@ -167,8 +167,8 @@ fn me_snapshot(
         taken_at: pool.taken_at,
         active_generation: pool.active_generation,
         warm_generation: pool.warm_generation,
-        pending_hardswap_generation: 0,
-        pending_hardswap_age_secs: None,
+        pending_hardswap_generation: pool.pending_generation.map_or(0, |(g, _)| g),
+        pending_hardswap_age_secs: pool.pending_generation.map(|(_, age)| age),
         hardswap_enabled: pool.hardswap,
         network_path: pool
             .dcs

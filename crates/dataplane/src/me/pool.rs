@@ -91,6 +91,10 @@ pub(crate) struct PoolSettings {
     pub(crate) outage_ignore_quarantine: bool,
     pub(crate) outage_backoff_min: Duration,
     pub(crate) outage_backoff_max: Duration,
+    /// `me_bind_stale_mode` / `me_bind_stale_ttl_secs`: may a new session use a draining
+    /// writer when its DC has no active one?
+    pub(crate) stale_mode: config::MeBindStaleMode,
+    pub(crate) stale_ttl: Duration,
     /// `me_single_endpoint_shadow_rotate_every_secs` (0 = never).
     pub(crate) shadow_rotate_every: Duration,
 }
@@ -135,6 +139,8 @@ impl PoolSettings {
                 .clone()
                 .filter(|_| g.unknown_dc_file_log_enabled),
             socks_kdf_strict: g.me_socks_kdf_policy == config::MeSocksKdfPolicy::Strict,
+            stale_mode: g.me_bind_stale_mode,
+            stale_ttl: Duration::from_secs(g.me_bind_stale_ttl_secs),
             outage_enabled: g.me_single_endpoint_outage_mode_enabled,
             outage_ignore_quarantine: g.me_single_endpoint_outage_disable_quarantine,
             outage_backoff_min: Duration::from_millis(
@@ -193,7 +199,9 @@ struct State {
     active: u64,
     writers: Vec<Writer>,
     /// Draining writers with their force-close deadline.
-    draining: Vec<(Writer, Instant)>,
+    draining: Vec<(Writer, Instant, Instant)>,
+    /// When the newest generation was opened (pending hardswap age).
+    generation_opened: Instant,
     health: HashMap<SocketAddr, EndpointHealth>,
     inflight: HashMap<i16, usize>,
     rr: HashMap<i16, usize>,
@@ -278,6 +286,7 @@ impl MePool {
                 unready_since: Instant::now(),
                 ready: false,
                 next_writer_id: 1,
+                generation_opened: Instant::now(),
                 outage: Default::default(),
                 rotated: HashMap::new(),
             }),
@@ -403,6 +412,7 @@ impl MePool {
         }
         st.inputs = Some(Arc::new(inputs));
         st.generation += 1;
+        st.generation_opened = Instant::now();
         tracing::info!(
             generation = st.generation,
             "ME inputs changed: opening a new writer generation"
@@ -440,7 +450,7 @@ impl MePool {
         for w in st.writers.drain(..) {
             w.close();
         }
-        for (w, _) in st.draining.drain(..) {
+        for (w, _, _) in st.draining.drain(..) {
             w.close();
         }
     }
@@ -502,7 +512,7 @@ impl MePool {
         let pool_c = self.inner.stats.pool_counters();
         let mut st = self.inner.state.lock();
         st.writers.retain(|w| w.shared.alive());
-        st.draining.retain(|(w, deadline)| {
+        st.draining.retain(|(w, deadline, _)| {
             let done = !w.shared.alive() || w.shared.bound() == 0;
             if !done && now >= *deadline {
                 pool_c.pool_force_close_total.inc();
@@ -542,7 +552,7 @@ impl MePool {
                 st.writers = keep;
                 for w in drain {
                     w.shared.draining.store(true, Ordering::Relaxed);
-                    st.draining.push((w, deadline));
+                    st.draining.push((w, deadline, now));
                 }
                 tracing::info!(
                     generation = gen,
@@ -902,9 +912,34 @@ impl MePool {
                     && !w.shared.draining.load(Ordering::Relaxed)
             })
             .collect();
-        if candidates.is_empty() {
-            return None;
-        }
+        let stale: Vec<&Writer>;
+        let candidates = if candidates.is_empty() {
+            // No active writer: a draining one may do, per `me_bind_stale_mode`.
+            let now = Instant::now();
+            stale = st
+                .draining
+                .iter()
+                .filter(|(w, _, since)| {
+                    w.shared.dc == cluster
+                        && w.shared.alive()
+                        && match s.stale_mode {
+                            config::MeBindStaleMode::Never => false,
+                            config::MeBindStaleMode::Always => true,
+                            config::MeBindStaleMode::Ttl => {
+                                now.duration_since(*since) < s.stale_ttl
+                            }
+                        }
+                })
+                .map(|(w, _, _)| w)
+                .collect();
+            if stale.is_empty() {
+                return None;
+            }
+            self.inner.stats.pool_counters().pool_stale_pick_total.inc();
+            stale
+        } else {
+            candidates
+        };
         let chosen = match s.pick {
             MeWriterPickMode::SortedRr => {
                 let mut sorted = candidates;
@@ -956,7 +991,11 @@ impl MePool {
             .writers
             .iter()
             .map(|w| WriterRow::of(w, st.active))
-            .chain(st.draining.iter().map(|(w, _)| WriterRow::of(w, st.active)))
+            .chain(
+                st.draining
+                    .iter()
+                    .map(|(w, _, _)| WriterRow::of(w, st.active)),
+            )
             .collect();
         writers.sort_by_key(|w| w.id);
         let dcs = inputs
@@ -1003,6 +1042,8 @@ impl MePool {
             active_generation: st.active,
             warm_generation: st.generation,
             hardswap: s.hardswap,
+            pending_generation: (st.active != 0 && st.active != st.generation)
+                .then_some((st.generation, st.generation_opened.elapsed().as_secs())),
             ready: st.ready,
             writers,
             dcs,
@@ -1136,6 +1177,8 @@ pub struct PoolSnapshot {
     pub active_generation: u64,
     pub warm_generation: u64,
     pub hardswap: bool,
+    /// A newer generation waiting for coverage before it is swapped in, with its age (s).
+    pub pending_generation: Option<(u64, u64)>,
     pub ready: bool,
     pub writers: Vec<WriterRow>,
     pub dcs: Vec<DcRow>,

@@ -264,7 +264,8 @@ async fn a_new_proxy_config_swaps_in_a_new_generation_and_the_old_one_drains() {
     let keys = format!(
         "proxy_secret_path = {:?}\nproxy_config_v4_cache_path = {:?}\nproxy_config_v6_cache_path = {:?}\n\
          proxy_secret_url = \"{}\"\nproxy_config_v4_url = \"{}\"\nproxy_config_v6_url = \"{}\"\n\
-         middle_proxy_nat_probe = false\nupdate_every = 1\nme_pool_drain_ttl_secs = 60\n",
+         middle_proxy_nat_probe = false\nupdate_every = 1\nme_pool_drain_ttl_secs = 60\n\
+         me_bind_stale_mode = \"always\"\nme_route_hybrid_max_wait_ms = 3000\n",
         cache.path().join("secret").display().to_string(),
         cache.path().join("v4.txt").display().to_string(),
         cache.path().join("v6.txt").display().to_string(),
@@ -315,10 +316,29 @@ async fn a_new_proxy_config_swaps_in_a_new_generation_and_the_old_one_drains() {
         1,
         "new sessions go to the new generation"
     );
+    drop(new);
+
+    // The new generation's only middle proxy dies; with me_bind_stale_mode = "always" a new
+    // session may use the old generation's draining writer meanwhile.
+    let me2_addr = me2.addr();
+    drop(me2);
+    h.wait_for("new generation lost", |h| {
+        h.dp.me_pool_snapshot().is_some_and(|p| {
+            !p.writers
+                .iter()
+                .any(|w| w.endpoint == me2_addr && w.contour == "active")
+        })
+    })
+    .await;
+    let mut stale = h.connect(Mode::Intermediate, 1).await;
+    packet_echo(&mut stale, &[64]).await;
+    assert_eq!(me1.conns().len(), 2, "served by the draining writer");
+    assert!(h.stats.pool().pool_stale_pick_total >= 1);
+    drop(stale);
     drop(old);
     h.wait_for("drained", |h| {
         h.dp.me_pool_snapshot()
-            .is_some_and(|p| p.writers.iter().all(|w| w.endpoint == me2.addr()))
+            .is_some_and(|p| p.writers.iter().all(|w| w.endpoint != me1.addr()))
     })
     .await;
 }
