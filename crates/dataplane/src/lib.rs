@@ -3,15 +3,16 @@
 //! Owns: client listeners, the handshake (fake TLS / obfuscated2, per-user matching through a
 //! table rebuilt on every config publish, replay cache), masking of bad clients, admission
 //! (expiration, quota, connection and unique-IP limits), the routes to Telegram (direct to the
-//! DCs through `[[upstreams]]`) and the relay. It is the single owner of what a config publish
+//! DCs, or through the middle-proxy pool of `me`; both through `[[upstreams]]`) and the
+//! relay. It is the single owner of what a config publish
 //! does to the running proxy: one hook compares the old and new user entries (by secret, not
 //! by name) and closes, keeps or drops sessions and per-user state; nobody else closes
 //! sessions. It also owns its housekeeping (expiry sweeps, the counters state file, IP
 //! pruning) and reports its startup stages to the shared [`StartupTracker`].
 //! Must not: parse HTTP, write the config file, or know wire formats beyond calling `proto`.
 //!
-//! Not here yet: the middle-proxy route (`current_by_route().me` stays 0); its public-address
-//! probe ([`nat`]) runs when `general.use_middle_proxy = true`.
+//! The middle-proxy route and its public-address probe ([`nat`]) run only when
+//! `general.use_middle_proxy = true` was set at start (docs/ME-MODEL.md).
 //!
 //! ```text
 //!  accept ─► [PROXY hdr] ─► handshake ──bad──► masking (mask_host, every byte read)
@@ -114,7 +115,7 @@ pub enum DataplaneError {
 pub struct RouteCounts {
     /// Direct-to-DC sessions.
     pub direct: u64,
-    /// Middle-proxy sessions (always 0: the ME route is not built yet).
+    /// Middle-proxy sessions.
     pub me: u64,
 }
 

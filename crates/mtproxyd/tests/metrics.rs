@@ -62,9 +62,12 @@ const NOT_OURS: &[(&str, &str)] = &[
     ("telemt_ip_reservation_", "no IP reservation rollback"),
     (
         "telemt_tls_fetch_profile_",
-        "TLS front profile cache not built yet",
+        "TLS front profile fetches are reported by the API, not exported as metrics",
     ),
-    ("telemt_tls_front_", "TLS front profile cache not built yet"),
+    (
+        "telemt_tls_front_",
+        "TLS front profile state is reported by the API, not exported as metrics",
+    ),
     ("telemt_user_msgs_", "messages are not counted per user"),
 ];
 

@@ -4,7 +4,7 @@
 //!
 //! Owns: sans-IO wire pieces only. Must not: hold the ME pool, fetch the
 //! proxy config/secret, read clocks or draw randomness.
-//! Not here yet: STUN (§7.5).
+//! STUN (§7.5) lives in `proto::stun`.
 
 pub mod config;
 pub mod crc;
