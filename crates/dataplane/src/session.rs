@@ -195,7 +195,7 @@ pub(crate) async fn handle(
     let throttle = crate::ratelimit::Throttle {
         cidr: policy.cidr_rates.for_ip(peer.ip()),
     };
-    let (down_tx, down_rx) = tokio::sync::mpsc::channel(crate::me::writer::SESSION_QUEUE);
+    let (down_tx, down_rx) = crate::me::writer::session_queue();
     let route = match inner.me.as_ref() {
         None => Route::Direct,
         Some(pool) => {

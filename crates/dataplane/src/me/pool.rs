@@ -847,11 +847,7 @@ impl MePool {
     /// Chooses where a new session for client DC index `dc` goes, binding it to a writer when
     /// the ME route is taken. Waits up to the no-writer budget for a writer while the pool is
     /// inside its readiness grace window.
-    pub(crate) async fn route(
-        &self,
-        dc: i16,
-        down: &tokio::sync::mpsc::Sender<writer::Down>,
-    ) -> Route {
+    pub(crate) async fn route(&self, dc: i16, down: &writer::SessionTx) -> Route {
         let s = self.settings();
         let deadline = tokio::time::Instant::now() + s.no_writer_wait;
         let mut ready = self.ready_watch();
@@ -889,12 +885,7 @@ impl MePool {
         st.unready_since.elapsed() >= grace
     }
 
-    fn try_bind(
-        &self,
-        dc: i16,
-        s: &PoolSettings,
-        down: &tokio::sync::mpsc::Sender<writer::Down>,
-    ) -> Option<Route> {
+    fn try_bind(&self, dc: i16, s: &PoolSettings, down: &writer::SessionTx) -> Option<Route> {
         let mut st = self.inner.state.lock();
         let inputs = st.inputs.clone()?;
         let cluster = inputs.cluster_for(dc);

@@ -40,10 +40,16 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
 /// Frames queued towards one client session before the session counts as too slow and is
 /// closed (its client reconnects) instead of holding up the link's reader.
-pub(crate) const SESSION_QUEUE: usize = 256;
+const SESSION_QUEUE: usize = 256;
+/// Answer bytes queued towards one client session at most (a frame larger than this waits
+/// for an empty queue): bounds what a client that stops reading can pin in memory.
+const SESSION_BYTES: usize = 1024 * 1024;
 /// How long the link's reader waits for room in a full session queue before closing that
 /// session (telemt's `me_route_blocking_send_timeout_ms` default).
 const BLOCKING_SEND: Duration = Duration::from_millis(250);
+/// Bytes one session may have queued towards its link: a client uploading fast waits for its
+/// own packets to leave instead of filling the queue ahead of every other session.
+pub(crate) const UP_SHARE: usize = 256 * 1024;
 /// Packets queued towards one link; senders wait when it is full (backpressure per link).
 /// Small on purpose: entries can be 64 KiB client frames, and at 1024 a dpbench run kept
 /// ~200 MiB of RSS after 1 GiB relayed, at 128 ~55 MiB, at the same throughput.
@@ -62,11 +68,118 @@ pub(crate) enum Down {
     Close,
 }
 
+/// The writer's end of one session's queue: frames and a byte budget.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionTx {
+    tx: mpsc::Sender<Down>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// The session's end of its queue; returns budget as answers are taken.
+#[derive(Debug)]
+pub(crate) struct SessionRx {
+    rx: mpsc::Receiver<Down>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// A new session queue.
+pub(crate) fn session_queue() -> (SessionTx, SessionRx) {
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let budget = Arc::new(tokio::sync::Semaphore::new(SESSION_BYTES));
+    (
+        SessionTx {
+            tx,
+            budget: Arc::clone(&budget),
+        },
+        SessionRx { rx, budget },
+    )
+}
+
+fn cost(d: &Down) -> u32 {
+    match d {
+        Down::Data(v) => v.len().min(SESSION_BYTES) as u32,
+        _ => 0,
+    }
+}
+
+/// Why a delivery failed.
+enum Undelivered {
+    /// Still no room after the wait.
+    Full,
+    /// The session is gone.
+    Closed,
+}
+
+impl SessionTx {
+    /// Queues `d`, waiting up to `wait` for room (frames and bytes).
+    async fn deliver(&self, d: Down, wait: Duration) -> Result<bool, Undelivered> {
+        let n = cost(&d);
+        let mut waited = false;
+        let permit = match self.budget.try_acquire_many(n) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Undelivered::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                waited = true;
+                match tokio::time::timeout(wait, self.budget.acquire_many(n)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(Undelivered::Closed),
+                    Err(_) => return Err(Undelivered::Full),
+                }
+            }
+        };
+        let sent = match self.tx.try_send(d) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Undelivered::Closed),
+            Err(mpsc::error::TrySendError::Full(d)) => {
+                waited = true;
+                match tokio::time::timeout(wait, self.tx.send(d)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(Undelivered::Closed),
+                    Err(_) => Err(Undelivered::Full),
+                }
+            }
+        };
+        // On success the permits travel with the frame; the receiver returns them.
+        if sent.is_ok() {
+            permit.forget();
+        }
+        sent.map(|()| waited)
+    }
+
+    fn close(&self) {
+        let _ = self.tx.try_send(Down::Close);
+    }
+}
+
+impl SessionRx {
+    fn taken(&self, d: &Down) {
+        let n = cost(d) as usize;
+        if n > 0 {
+            self.budget.add_permits(n);
+        }
+    }
+
+    /// The next delivery; `None` when the writer is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Down> {
+        let d = self.rx.recv().await?;
+        self.taken(&d);
+        Some(d)
+    }
+
+    /// A delivery already queued, if any.
+    pub(crate) fn try_recv(&mut self) -> Option<Down> {
+        let d = self.rx.try_recv().ok()?;
+        self.taken(&d);
+        Some(d)
+    }
+}
+
 /// A command to a writer.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    /// A complete RPC payload (an RPC_PROXY_REQ with its client packet).
-    Packet(Vec<u8>),
+    /// A complete RPC payload (an RPC_PROXY_REQ with its client packet), with the sending
+    /// session's share of the link queue, returned once the packet is encoded.
+    Packet(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>),
     /// The client went away: tell the middle proxy and forget the id.
     Close(u64),
 }
@@ -98,7 +211,7 @@ pub(crate) struct WriterShared {
     /// Set once the link is gone; the sessions watch it.
     pub(crate) closed: CancellationToken,
     pub(crate) started: Instant,
-    conns: Mutex<HashMap<u64, mpsc::Sender<Down>>>,
+    conns: Mutex<HashMap<u64, SessionTx>>,
     bound: AtomicUsize,
     /// Keepalive RTT EMA in microseconds, 0 = no sample yet.
     rtt_ema_us: AtomicU64,
@@ -156,7 +269,7 @@ impl WriterShared {
     }
 
     /// Binds a session; `false` when the link is already gone.
-    pub(crate) fn bind(&self, conn_id: u64, tx: mpsc::Sender<Down>) -> bool {
+    pub(crate) fn bind(&self, conn_id: u64, tx: SessionTx) -> bool {
         let mut conns = self.conns.lock();
         if !self.alive() {
             return false;
@@ -176,7 +289,7 @@ impl WriterShared {
         removed
     }
 
-    fn route(&self, conn_id: u64) -> Option<mpsc::Sender<Down>> {
+    fn route(&self, conn_id: u64) -> Option<SessionTx> {
         self.conns.lock().get(&conn_id).cloned()
     }
 
@@ -187,7 +300,7 @@ impl WriterShared {
         self.bound.store(0, Ordering::Relaxed);
         for (_, tx) in conns {
             // A full queue cannot take the close; that session sees `closed` instead.
-            let _ = tx.try_send(Down::Close);
+            tx.close();
         }
     }
 
@@ -211,10 +324,20 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Queues one RPC payload; waits while the link's queue is full. `Err` = link gone.
-    pub(crate) async fn send(&self, payload: Vec<u8>) -> Result<(), ()> {
+    /// Queues one RPC payload; waits while the session's share of the link queue
+    /// (`share`, [`UP_SHARE`] bytes) or the link's queue is full. `Err` = link gone.
+    pub(crate) async fn send(
+        &self,
+        payload: Vec<u8>,
+        share: &Arc<tokio::sync::Semaphore>,
+    ) -> Result<(), ()> {
+        let n = payload.len().min(UP_SHARE) as u32;
+        let queued = async {
+            let permit = Arc::clone(share).acquire_many_owned(n).await.ok();
+            self.cmd.send(Cmd::Packet(payload, permit)).await
+        };
         tokio::select! {
-            r = self.cmd.send(Cmd::Packet(payload)) => r.map_err(|_| ()),
+            r = queued => r.map_err(|_| ()),
             _ = self.shared.closed.cancelled() => Err(()),
         }
     }
@@ -501,7 +624,7 @@ impl LinkTask {
 
     fn encode(&self, c: Cmd, sender: &mut RpcSender, out: &mut Vec<u8>) {
         match c {
-            Cmd::Packet(p) => {
+            Cmd::Packet(p, _share) => {
                 sender.send(&p, out);
             }
             Cmd::Close(conn_id) => {
@@ -564,14 +687,14 @@ impl LinkTask {
             MeMessage::SimpleAck { conn_id, confirm } => (conn_id, Down::Ack(confirm)),
             MeMessage::Close { conn_id } => {
                 if let Some(tx) = self.route_removing(conn_id) {
-                    let _ = tx.try_send(Down::Close);
+                    tx.close();
                 }
                 return Ok(());
             }
             MeMessage::Ping { ping_id } => {
                 let _ = self
                     .cmd
-                    .try_send(Cmd::Packet(pong_payload(ping_id).to_vec()));
+                    .try_send(Cmd::Packet(pong_payload(ping_id).to_vec(), None));
                 return Ok(());
             }
             MeMessage::Pong { ping_id } => {
@@ -593,26 +716,26 @@ impl LinkTask {
             return Ok(());
         };
         mp.rpc_proxy_req_signal_response_total.inc();
-        match tx.try_send(down) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(down)) => {
-                // The client reads slower than its answers arrive (a bulk download): hold the
-                // link's reader for a short while, like TCP would; a session still full after
-                // that is closed rather than stall the link's other sessions
-                // (docs/DECISIONS.md #43).
-                mp.route_drop_queue_full_base_total.inc();
-                if !matches!(
-                    tokio::time::timeout(BLOCKING_SEND, tx.send(down)).await,
-                    Ok(Ok(()))
-                ) {
-                    mp.route_drop_queue_full_total.inc();
-                    mp.route_drop_queue_full_high_total.inc();
-                    if self.shared.unbind(conn_id) {
-                        let _ = self.cmd.try_send(Cmd::Close(conn_id));
-                    }
+        match tx.deliver(down, BLOCKING_SEND).await {
+            // The client reads slower than its answers arrive (a bulk download): the link's
+            // reader was held for a moment, like TCP would.
+            Ok(waited) => {
+                if waited {
+                    mp.route_drop_queue_full_base_total.inc();
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Undelivered::Full) => {
+                // Still full: close that session rather than stall the link's other ones
+                // (docs/DECISIONS.md #43).
+                mp.route_drop_queue_full_base_total.inc();
+                mp.route_drop_queue_full_total.inc();
+                mp.route_drop_queue_full_high_total.inc();
+                if self.shared.unbind(conn_id) {
+                    let _ = self.cmd.try_send(Cmd::Close(conn_id));
+                }
+                tx.close();
+            }
+            Err(Undelivered::Closed) => {
                 mp.route_drop_channel_closed_total.inc();
                 if self.shared.unbind(conn_id) {
                     let _ = self.cmd.try_send(Cmd::Close(conn_id));
@@ -622,7 +745,7 @@ impl LinkTask {
         Ok(())
     }
 
-    fn route_removing(&self, conn_id: u64) -> Option<mpsc::Sender<Down>> {
+    fn route_removing(&self, conn_id: u64) -> Option<SessionTx> {
         let tx = self.shared.route(conn_id);
         self.shared.unbind(conn_id);
         tx
@@ -637,4 +760,65 @@ fn jittered(ka: Keepalive) -> Duration {
         rand::random::<u64>() % (j + 1)
     };
     ka.interval + Duration::from_millis(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_session_queue_holds_the_sender_briefly_then_refuses() {
+        let (tx, mut rx) = session_queue();
+        // A frame as large as the whole byte budget fits an empty queue.
+        assert!(matches!(
+            tx.deliver(Down::Data(vec![0; SESSION_BYTES + 10]), BLOCKING_SEND)
+                .await,
+            Ok(false)
+        ));
+        // The next one waits for budget: none comes back, so it is refused after the wait.
+        let t = tokio::time::Instant::now();
+        let r = tx.deliver(Down::Data(vec![1; 100]), BLOCKING_SEND).await;
+        assert!(matches!(r, Err(Undelivered::Full)));
+        assert_eq!(t.elapsed(), BLOCKING_SEND);
+        // Once the session takes its answer the budget is back.
+        assert!(matches!(rx.try_recv(), Some(Down::Data(d)) if d.len() == SESSION_BYTES + 10));
+        assert!(matches!(
+            tx.deliver(Down::Data(vec![2; 100]), BLOCKING_SEND).await,
+            Ok(false)
+        ));
+        // A reader draining while the sender waits lets it through (counted as a wait).
+        let big = tx.deliver(Down::Data(vec![3; SESSION_BYTES]), BLOCKING_SEND);
+        let drain = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rx.recv().await
+        };
+        let (sent, got) = tokio::join!(big, drain);
+        assert!(matches!(sent, Ok(true)));
+        assert!(matches!(got, Some(Down::Data(d)) if d == vec![2; 100]));
+        // Control messages cost no budget; a dropped receiver is reported as closed.
+        assert!(matches!(
+            tx.deliver(Down::Ack([1, 2, 3, 4]), BLOCKING_SEND).await,
+            Ok(false)
+        ));
+        drop(rx);
+        assert!(matches!(
+            tx.deliver(Down::Ack([0; 4]), BLOCKING_SEND).await,
+            Err(Undelivered::Closed)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frame_count_bounds_the_queue_too() {
+        let (tx, _rx) = session_queue();
+        for _ in 0..SESSION_QUEUE {
+            assert!(matches!(
+                tx.deliver(Down::Ack([0; 4]), BLOCKING_SEND).await,
+                Ok(false)
+            ));
+        }
+        assert!(matches!(
+            tx.deliver(Down::Ack([0; 4]), BLOCKING_SEND).await,
+            Err(Undelivered::Full)
+        ));
+    }
 }

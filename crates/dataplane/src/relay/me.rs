@@ -22,11 +22,10 @@ use proto::me::write_proxy_req_header;
 use proto::{AesCtr, CipherPair, Deframer};
 use stats::{Stats, UserStats};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::{idle_watch, Activity, ChunkBuf, ClientIn, ClientOut, Meter, RelayEnd};
 use crate::io_util::write_all;
-use crate::me::writer::{Down, Writer};
+use crate::me::writer::{Down, SessionRx, Writer};
 use crate::policy::{IdlePolicy, UserRuntime};
 
 /// Answers batched into one client write at most.
@@ -49,7 +48,7 @@ pub(crate) struct MeRelay<'a> {
     pub(crate) max_frame: usize,
     pub(crate) writer: Writer,
     pub(crate) conn_id: u64,
-    pub(crate) down: mpsc::Receiver<Down>,
+    pub(crate) down: SessionRx,
     /// The client's address and the address it reached (RPC_PROXY_REQ, §7.6).
     pub(crate) client_addr: SocketAddr,
     pub(crate) our_addr: SocketAddr,
@@ -158,6 +157,7 @@ impl Upstream<'_> {
         } | flags::MAGIC
             | flags::EXTMODE2;
         let mut good_frames = 0u64;
+        let share = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::me::writer::UP_SHARE));
         loop {
             let mut off = 0;
             loop {
@@ -199,7 +199,7 @@ impl Upstream<'_> {
                     &mut req,
                 );
                 req.extend_from_slice(payload);
-                if self.writer.send(req).await.is_err() {
+                if self.writer.send(req, &share).await.is_err() {
                     self.stats
                         .middle_proxy_counters()
                         .rpc_proxy_req_signal_failed_total
@@ -243,7 +243,7 @@ impl Upstream<'_> {
 
 /// Middle proxy → client: answers framed in the client's framing, several per write.
 async fn downstream(
-    mut down: mpsc::Receiver<Down>,
+    mut down: SessionRx,
     client: &TcpStream,
     enc: &mut AesCtr,
     framing: Framing,
@@ -260,8 +260,8 @@ async fn downstream(
         let mut closed = frame_down(first, framing, &mut plain)?;
         while !closed && plain.len() < DOWN_BATCH {
             match down.try_recv() {
-                Ok(d) => closed = frame_down(d, framing, &mut plain)?,
-                Err(_) => break,
+                Some(d) => closed = frame_down(d, framing, &mut plain)?,
+                None => break,
             }
         }
         if !plain.is_empty() {
