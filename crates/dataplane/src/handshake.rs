@@ -210,6 +210,11 @@ pub(crate) async fn run(
             &policy.legacy_flights
         },
         hello_delay_ms: policy.hello_delay_ms,
+        // The compact flight is a shortened learned flight: without emulation every client
+        // gets `fake_cert_len`, as before.
+        full_flight: policy
+            .tls_emulation
+            .then_some((&*policy.full_flight, peer_ip)),
         hint: hints.get(peer_ip, policy.generation),
     };
     let mut hs = ServerHandshake::new(ctx);

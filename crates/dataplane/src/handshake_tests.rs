@@ -38,6 +38,7 @@ fn observer(stats: &stats::Stats) -> Observer<'_> {
             versions_first: true,
             app_data_len: 2048,
             jitter: 0,
+            compact_len: 2048,
             delay_ms: (0, 0),
         },
     }));

@@ -59,7 +59,8 @@ pub use server_handshake::{
 };
 pub use tls::client::{build_client_hello, ClientHelloError, ClientHelloParams};
 pub use tls::deframe::{Deframed, Deframer};
-pub use tls::emulate::{FlightPlan, FlightTable};
+pub use tls::emulate::{resumed_flight_len, FlightPlan, FlightTable};
+pub use tls::full_flight::{FullFlightBudget, FULL_FLIGHT_CAPACITY};
 
 /// The X25519 public key of `scalar` (a genuine curve point for key shares). Goes through
 /// the fixed-base precomputed table: every ee handshake pays for one, and the generic

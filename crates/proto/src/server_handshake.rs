@@ -23,6 +23,7 @@
 //!  timeout() decides what the handshake timer does (mask what may still be a handshake).
 //! ```
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::dc::DcSet;
@@ -31,6 +32,7 @@ use crate::reject::{Disposition, RejectReason};
 use crate::replay::{ReplayVerdict, ShardedReplayCache, OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN};
 use crate::tls::deframe::Deframer;
 use crate::tls::emulate::FlightTable;
+use crate::tls::full_flight::FullFlightBudget;
 use crate::tls::hello::{FakeTlsHello, HelloError, TlsPolicy};
 use crate::tls::server_hello::{write_server_hello, ServerHelloParams};
 use crate::tls::{detect, Detection, RECORD_HEADER_LEN};
@@ -67,6 +69,10 @@ pub struct HandshakeContext<'a> {
     /// ServerHello delay range in milliseconds (uniform in `lo..=hi`) overriding the
     /// plan's (`server_hello_delay_*` set in the config).
     pub hello_delay_ms: Option<(u64, u64)>,
+    /// The full-flight budget and the client's address: a repeat handshake of the same
+    /// (SNI, IP) within `tls_full_cert_ttl_secs` gets the plan's compact record (§4.9).
+    /// `None`: always the full flight.
+    pub full_flight: Option<(&'a FullFlightBudget, IpAddr)>,
     /// User to try first (the client IP's last matched user).
     pub hint: Option<usize>,
 }
@@ -448,9 +454,19 @@ impl<'a> ServerHandshake<'a> {
         rng.fill_bytes(&mut scalar);
         let key_share = crate::x25519_public(scalar);
         let plan = ctx.flights.plan(hello.sni.as_deref());
+        // Spent only here, after the digest and the replay check: a prober cannot use up a
+        // real client's full flight.
+        let full = ctx
+            .full_flight
+            .is_none_or(|(budget, ip)| budget.take_full(hello.sni.as_deref(), ip, now.mono));
         let mut draw = [0u8; 8];
         rng.fill_bytes(&mut draw);
-        let mut flight = vec![0u8; plan.flight_len(u64::from_le_bytes(draw))];
+        let len = if full {
+            plan.flight_len(u64::from_le_bytes(draw))
+        } else {
+            plan.compact_flight_len()
+        };
+        let mut flight = vec![0u8; len];
         rng.fill_bytes(&mut flight);
         let params = ServerHelloParams {
             client_digest: &hello.digest,
