@@ -42,7 +42,12 @@ fn observer(stats: &stats::Stats) -> Observer<'_> {
             delay_ms: (0, 0),
         },
     }));
-    Observer { stats, flights }
+    let key_shares = Box::leak(Box::new(crate::rng::KeyShares::new()));
+    Observer {
+        stats,
+        flights,
+        key_shares,
+    }
 }
 
 async fn pair() -> (TcpStream, TcpStream, SocketAddr) {

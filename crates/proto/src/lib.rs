@@ -63,8 +63,9 @@ pub use tls::emulate::{resumed_flight_len, FlightPlan, FlightTable};
 pub use tls::full_flight::{FullFlightBudget, FULL_FLIGHT_CAPACITY};
 
 /// The X25519 public key of `scalar` (a genuine curve point for key shares). Goes through
-/// the fixed-base precomputed table: every ee handshake pays for one, and the generic
-/// Montgomery ladder was the largest single cost of a handshake.
+/// the fixed-base precomputed table (the generic Montgomery ladder was the largest single cost
+/// of a handshake). [`RandomSource::x25519_key_share`]'s default; the data plane hands out keys
+/// computed ahead instead and falls back to this.
 pub fn x25519_public(scalar: [u8; 32]) -> [u8; 32] {
     x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(scalar)).to_bytes()
 }

@@ -450,9 +450,7 @@ impl<'a> ServerHandshake<'a> {
         let Some(secret) = ctx.table.secret(hello.user_index) else {
             return self.mask(RejectReason::NoUsers);
         };
-        let mut scalar = [0u8; 32];
-        rng.fill_bytes(&mut scalar);
-        let key_share = crate::x25519_public(scalar);
+        let key_share = rng.x25519_key_share();
         let plan = ctx.flights.plan(hello.sni.as_deref());
         // Spent only here, after the digest and the replay check: a prober cannot use up a
         // real client's full flight.
