@@ -83,8 +83,8 @@ pub use tls::record::{
     app_data_header, write_app_data, Record, RecordError, RecordHeader, RecordKind, TlsRecordReader,
 };
 pub use tls::server_hello::{
-    build_server_hello, verify_server_hello, write_server_hello, ServerHelloError,
-    ServerHelloParams, DEFAULT_CIPHER,
+    build_server_hello, verify_server_hello, write_server_hello, write_server_hello_with,
+    ServerHelloError, ServerHelloParams, DEFAULT_CIPHER,
 };
 pub use tls::{detect as detect_tls, Detection, ALERT_UNRECOGNIZED_NAME};
 pub use users::{

@@ -34,7 +34,7 @@ use crate::tls::deframe::Deframer;
 use crate::tls::emulate::FlightTable;
 use crate::tls::full_flight::FullFlightBudget;
 use crate::tls::hello::{FakeTlsHello, HelloError, TlsPolicy};
-use crate::tls::server_hello::{write_server_hello, ServerHelloParams};
+use crate::tls::server_hello::{server_hello_len, write_server_hello_with, ServerHelloParams};
 use crate::tls::{detect, Detection, RECORD_HEADER_LEN};
 use crate::users::{match_init_with, MatchOptions, UserTable};
 use crate::CipherPair;
@@ -464,21 +464,21 @@ impl<'a> ServerHandshake<'a> {
         } else {
             plan.compact_flight_len()
         };
-        let mut flight = vec![0u8; len];
-        rng.fill_bytes(&mut flight);
         let params = ServerHelloParams {
             client_digest: &hello.digest,
             session_id: &hello.session_id,
             key_share: &key_share,
-            fake_flight: &flight,
+            fake_flight: &[],
             alpn: hello.alpn,
             cipher: plan.cipher_for(hello.tls13_suites),
             versions_first: plan.versions_first,
         };
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(server_hello_len(hello.session_id.len(), len));
         // Inputs are bounded by construction (session id ≤ 32 from the parser, the caller
         // clamps the flight to 64..=16384), so this only fails on a caller bug.
-        if write_server_hello(secret, &params, &mut bytes).is_err() || bytes.is_empty() {
+        let fill = |flight: &mut [u8]| rng.fill_bytes(flight);
+        let written = write_server_hello_with(secret, &params, len, fill, &mut bytes);
+        if written.is_err() || bytes.is_empty() {
             return self.reject(
                 RejectReason::InternalError,
                 Disposition::Drop,
