@@ -162,6 +162,15 @@ fn normalise(cfg: &mut Config, facts: &RawFacts, warnings: &mut Vec<String>) {
     }
 
     let c = &mut cfg.censorship;
+    if c.tls_new_session_tickets > 0 {
+        // Accepted for telemt configs, never sent (docs/DECISIONS.md #45).
+        warnings.push(format!(
+            "censorship.tls_new_session_tickets = {} has no effect: Telegram clients read every \
+             application-data record after the ServerHello flight as MTProto stream bytes, so \
+             a fake NewSessionTicket record would corrupt the session; none is sent",
+            c.tls_new_session_tickets
+        ));
+    }
     if c.mask_host.is_none() && c.mask_unix_sock.is_none() {
         c.mask_host = Some(c.tls_domain.clone());
     }

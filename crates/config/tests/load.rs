@@ -294,6 +294,38 @@ fn unknown_keys_and_bad_tags_are_warnings() {
 }
 
 #[test]
+fn session_tickets_are_accepted_but_inert_with_a_warning() {
+    let l = load(&format!(
+        "{}[censorship]\ntls_new_session_tickets = 0\n",
+        base()
+    ));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let l = load(&format!(
+        "{}[censorship]\ntls_new_session_tickets = 2\n",
+        base()
+    ));
+    assert_eq!(l.config.censorship.tls_new_session_tickets, 2);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("censorship.tls_new_session_tickets = 2 has no effect")),
+        "{:?}",
+        l.warnings
+    );
+    // A u8, like telemt's.
+    let err = parse_str(&format!(
+        "{}[censorship]\ntls_new_session_tickets = 256\n",
+        base()
+    ))
+    .err()
+    .map(|e| e.to_string());
+    assert!(
+        err.is_some_and(|e| e.contains("expected u8")),
+        "256 does not fit"
+    );
+}
+
+#[test]
 fn includes_follow_telemt_semantics() {
     let dir = tempfile::tempdir().unwrap();
     write(

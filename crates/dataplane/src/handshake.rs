@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::io_util::{read_some, write_all};
 use crate::policy::{Policy, UserRuntime};
-use crate::rng::ThreadRandom;
+use crate::rng::{HandshakeRandom, KeyShares};
 use proto::Deframer;
 
 /// Bytes asked of each read (a ClientHello is usually one or two reads).
@@ -180,6 +180,8 @@ pub(crate) struct Observer<'a> {
     pub(crate) stats: &'a stats::Stats,
     /// The emulated flights learned from the origins (used when `tls_emulation` is on).
     pub(crate) flights: &'a proto::FlightTable,
+    /// ServerHello key shares computed ahead.
+    pub(crate) key_shares: &'a Arc<KeyShares>,
 }
 
 /// Runs the handshake on `stream`; `raw` holds bytes already read (after a PROXY header).
@@ -210,11 +212,27 @@ pub(crate) async fn run(
             &policy.legacy_flights
         },
         hello_delay_ms: policy.hello_delay_ms,
+        // The compact flight is a shortened learned flight: without emulation every client
+        // gets `fake_cert_len`, as before.
+        full_flight: policy
+            .tls_emulation
+            .then_some((&*policy.full_flight, peer_ip)),
         hint: hints.get(peer_ip, policy.generation),
     };
     let mut hs = ServerHandshake::new(ctx);
     let mut sent_hello = false;
-    let ended = drive(stream, &mut hs, &mut raw, deadline, &mut sent_hello).await;
+    let mut rng = HandshakeRandom {
+        shares: observer.key_shares,
+    };
+    let ended = drive(
+        stream,
+        &mut hs,
+        &mut raw,
+        deadline,
+        &mut sent_hello,
+        &mut rng,
+    )
+    .await;
     let user = match &ended {
         Ok(a) => policy.users.get(a.user_index).map(Arc::clone),
         Err(_) => None,
@@ -262,8 +280,9 @@ async fn drive(
     raw: &mut Vec<u8>,
     deadline: tokio::time::Instant,
     sent_hello: &mut bool,
+    rng: &mut HandshakeRandom<'_>,
 ) -> Result<Box<Accepted>, Ended> {
-    let mut step = hs.feed(raw, now(), &mut ThreadRandom);
+    let mut step = hs.feed(raw, now(), rng);
     loop {
         step = match step {
             Step::NeedMore => {
@@ -281,7 +300,7 @@ async fn drive(
                     }
                     Ok(n) => {
                         raw.truncate(old + n);
-                        hs.feed(&raw[old..], now(), &mut ThreadRandom)
+                        hs.feed(&raw[old..], now(), rng)
                     }
                     Err(_) => {
                         raw.truncate(old);
@@ -304,7 +323,7 @@ async fn drive(
                 // Only a ClientHello whose digest matched a user is answered.
                 *sent_hello = true;
                 drop(bytes);
-                hs.feed(&[], now(), &mut ThreadRandom)
+                hs.feed(&[], now(), rng)
             }
             Step::Reject(r) => return Err(Ended::Rejected(r)),
             Step::Accept(a) => return Ok(a),

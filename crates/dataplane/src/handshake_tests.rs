@@ -38,10 +38,16 @@ fn observer(stats: &stats::Stats) -> Observer<'_> {
             versions_first: true,
             app_data_len: 2048,
             jitter: 0,
+            compact_len: 2048,
             delay_ms: (0, 0),
         },
     }));
-    Observer { stats, flights }
+    let key_shares = Box::leak(Box::new(crate::rng::KeyShares::new()));
+    Observer {
+        stats,
+        flights,
+        key_shares,
+    }
 }
 
 async fn pair() -> (TcpStream, TcpStream, SocketAddr) {

@@ -160,6 +160,8 @@ pub(crate) struct Inner {
     listeners: listener::Listeners,
     /// TLS front profiles and the emulated flights (docs/PROTOCOL.md §4.9).
     fronts: tls_front::Fronts,
+    /// ServerHello key shares computed ahead of the ee handshakes.
+    key_shares: Arc<rng::KeyShares>,
     /// The middle-proxy pool when `general.use_middle_proxy` was set at start.
     me: Option<me::MePool>,
 }
@@ -181,6 +183,7 @@ impl Inner {
         });
         Self {
             fronts,
+            key_shares: rng::KeyShares::new(),
             me,
             upstreams,
             stats,

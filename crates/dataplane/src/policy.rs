@@ -15,8 +15,8 @@ use std::time::Duration;
 use config::{Config, IpPolicyMode};
 use ipnet::IpNet;
 use proto::{
-    FlightPlan, FlightTable, ShardedReplayCache, TagSet, TlsPolicy, Transport, UserKey, UserTable,
-    OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN,
+    FlightPlan, FlightTable, FullFlightBudget, ShardedReplayCache, TagSet, TlsPolicy, Transport,
+    UserKey, UserTable, OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN,
 };
 use stats::UniqueIpMode;
 use tokio::sync::watch;
@@ -194,6 +194,9 @@ pub(crate) struct Policy {
     pub(crate) tls_emulation: bool,
     /// The flight when emulation is off: `fake_cert_len` random bytes, 13 01.
     pub(crate) legacy_flights: FlightTable,
+    /// Who had the full emulated flight recently (`tls_full_cert_ttl_secs`, kept across
+    /// publishes; docs/PROTOCOL.md §4.9). Consulted only with `tls_emulation`.
+    pub(crate) full_flight: Arc<FullFlightBudget>,
     /// `censorship.tls_record_shaping`: small records first to ee clients.
     pub(crate) tls_record_shaping: bool,
     /// Ad tags for the middle-proxy route: `access.user_ad_tags`, else `general.ad_tag`.
@@ -356,6 +359,13 @@ impl Policy {
             }
             None => Arc::new(ReplayCaches::new(a.replay_check_len, a.replay_window_secs)),
         };
+        let full_flight = match prev {
+            Some(p) => {
+                p.full_flight.set_ttl(c.tls_full_cert_ttl_secs);
+                Arc::clone(&p.full_flight)
+            }
+            None => Arc::new(FullFlightBudget::new(c.tls_full_cert_ttl_secs)),
+        };
         let allowed_domains = c.all_tls_domains().map(str::to_owned).collect();
         let tls = TlsPolicy {
             allowed_domains,
@@ -418,6 +428,7 @@ impl Policy {
             mask,
             mask_proxy_protocol: c.mask_proxy_protocol,
             tls_emulation: c.tls_emulation,
+            full_flight,
             tls_record_shaping: c.tls_record_shaping,
             ad_tags: AdTags {
                 global: cfg.general.ad_tag.map(|t| t.0),
@@ -436,6 +447,9 @@ impl Policy {
                     versions_first: false,
                     app_data_len: c.fake_cert_len.clamp(64, 16384),
                     jitter: 0,
+                    // Without emulation there is no learned flight to shorten: every client
+                    // gets `fake_cert_len` (the budget is not consulted either).
+                    compact_len: c.fake_cert_len.clamp(64, 16384),
                     delay_ms: (8, 24),
                 },
             },

@@ -134,6 +134,7 @@ pub(crate) async fn handle(
     let observer = handshake::Observer {
         stats: &inner.stats,
         flights: &flights,
+        key_shares: &inner.key_shares,
     };
     let hs = handshake::run(
         &stream,

@@ -152,8 +152,10 @@ fn probe_hello() -> Vec<u8> {
     .expect("probe hello")
 }
 
+/// Every ee handshake gets the full flight: the checks below connect repeatedly from
+/// 127.0.0.1, which `tls_full_cert_ttl_secs` would otherwise answer with the compact one.
 fn config(dir: &Path, dc: SocketAddr, mask: SocketAddr) -> PathBuf {
-    config_with(dir, dc, mask, "")
+    config_with(dir, dc, mask, "tls_full_cert_ttl_secs = 0")
 }
 
 fn config_with(dir: &Path, dc: SocketAddr, mask: SocketAddr, censorship: &str) -> PathBuf {
@@ -177,6 +179,29 @@ fn start_proxy(path: &Path) -> DataplaneHandle {
 }
 
 fn start_proxy_with_store(path: &Path) -> (Arc<ConfigStore>, DataplaneHandle) {
+    let (store, dp, _) = start_proxy_tracked(path);
+    (store, dp)
+}
+
+/// A proxy whose stored profiles are in use: the `tls_front` startup component finishes
+/// once they are loaded, before the first fetch.
+async fn start_proxy_loaded(path: &Path) -> DataplaneHandle {
+    let (_, dp, startup) = start_proxy_tracked(path);
+    for _ in 0..200 {
+        let snap = startup.snapshot();
+        let done = snap
+            .components
+            .iter()
+            .any(|c| c.id == "tls_front" && c.finished_at_epoch_ms.is_some());
+        if done {
+            return dp;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("stored profiles never loaded");
+}
+
+fn start_proxy_tracked(path: &Path) -> (Arc<ConfigStore>, DataplaneHandle, Arc<StartupTracker>) {
     let store = ConfigStore::open(path).expect("config loads");
     let stats = Stats::new(SystemTime::now());
     let opts = DataplaneOptions {
@@ -187,8 +212,9 @@ fn start_proxy_with_store(path: &Path) -> (Arc<ConfigStore>, DataplaneHandle) {
         SystemTime::now(),
         TransportMode::Direct,
     ));
-    let dp = Dataplane::start(Arc::clone(&store), stats, startup, opts).expect("data plane");
-    (store, dp)
+    let dp = Dataplane::start(Arc::clone(&store), stats, Arc::clone(&startup), opts)
+        .expect("data plane");
+    (store, dp, startup)
 }
 
 /// An ee client's flight, checked against the origin's; `Err` says what differs (the
@@ -288,7 +314,8 @@ async fn ee_flight_follows_the_origin_and_survives_a_restart_without_it() {
         "certificate flight: {origin:?}"
     );
 
-    let cfg = config(dir.path(), dc.addr(), nginx.addr);
+    let origin_addr = nginx.addr;
+    let cfg = config(dir.path(), dc.addr(), origin_addr);
     let dp = start_proxy(&cfg);
     let proxy = dp.local_addrs()[0];
     let profile = dir.path().join("tlsfront").join(format!("{DOMAIN}.json"));
@@ -329,6 +356,48 @@ async fn ee_flight_follows_the_origin_and_survives_a_restart_without_it() {
     let dp = start_proxy(&cfg);
     wait_ee_flight(dp.local_addrs()[0], &origin).await;
     dp.shutdown(Duration::from_millis(200)).await;
+    drop(dp);
+
+    // With the full-flight TTL on (stored profile, origin still down): the first ee
+    // handshake from 127.0.0.1 gets the full flight, a repeat nginx's resumed flight —
+    // its own EncryptedExtensions and Finished records (OpenSSL writes one per message).
+    let cfg = config_with(
+        dir.path(),
+        dc.addr(),
+        origin_addr,
+        "tls_full_cert_ttl_secs = 90",
+    );
+    let dp = start_proxy_loaded(&cfg).await;
+    let proxy = dp.local_addrs()[0];
+    check_ee_flight(proxy, &origin).await.expect("first: full");
+    let app: Vec<usize> = origin
+        .records
+        .iter()
+        .filter(|r| r.content_type == 0x17)
+        .map(|r| r.len)
+        .collect();
+    assert!(
+        app.len() >= 3,
+        "nginx's messages in records of their own: {app:?}"
+    );
+    let (Some(ee), Some(fin)) = (app.first(), app.last()) else {
+        unreachable!("checked above");
+    };
+    let lens = ee_flight_lens(proxy).await;
+    eprintln!("origin records {app:?}, repeat flight {lens:?}");
+    assert_eq!(lens, [ee + fin], "second: compact");
+    dp.shutdown(Duration::from_millis(200)).await;
+}
+
+/// The application-data record lengths of one ee handshake's flight.
+async fn ee_flight_lens(proxy: SocketAddr) -> Vec<usize> {
+    let conn = TestClient::connect(proxy, Mode::Tls(TlsOptions::new(DOMAIN)), SECRET, 2)
+        .await
+        .expect("ee handshake");
+    let mut p = FlightParser::default();
+    p.push(conn.server_hello().expect("kept")).expect("flight");
+    let shape = p.shape().expect("ServerHello");
+    shape.records.iter().map(|r| r.len).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

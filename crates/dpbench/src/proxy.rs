@@ -123,7 +123,10 @@ pub fn render_config(
     );
     let _ = writeln!(
         s,
-        "[censorship]\ntls_domain = \"example.com\"\nmask = false\n{censorship}\n"
+        // Every bench client connects from 127.0.0.1: without the TTL off, all but the first
+        // ee handshake would get the compact repeat flight (docs/PROTOCOL.md §4.9) and the
+        // figures would stop measuring a new client's full one.
+        "[censorship]\ntls_domain = \"example.com\"\nmask = false\ntls_full_cert_ttl_secs = 0\n{censorship}\n"
     );
     let _ = writeln!(s, "[access.users]");
     for (i, sec) in secrets.iter().enumerate() {

@@ -83,6 +83,28 @@ fn check_warns_about_detectable_modes() {
 }
 
 #[test]
+fn check_warns_that_session_tickets_are_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let f = ConfigFixture::new(9);
+    std::fs::write(&path, f.render()).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    assert!(!out.contains("tls_new_session_tickets"), "{out}");
+    let text = f.render().replace(
+        "tls_domain = \"example.com\"",
+        "tls_domain = \"example.com\"\ntls_new_session_tickets = 2",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "a warning is not an error: {out}");
+    assert!(
+        out.contains("warning: censorship.tls_new_session_tickets = 2 has no effect"),
+        "{out}"
+    );
+}
+
+#[test]
 fn links_prints_tls_links_per_user() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");

@@ -59,11 +59,13 @@ pub use server_handshake::{
 };
 pub use tls::client::{build_client_hello, ClientHelloError, ClientHelloParams};
 pub use tls::deframe::{Deframed, Deframer};
-pub use tls::emulate::{FlightPlan, FlightTable};
+pub use tls::emulate::{resumed_flight_len, FlightPlan, FlightTable};
+pub use tls::full_flight::{FullFlightBudget, FULL_FLIGHT_CAPACITY};
 
 /// The X25519 public key of `scalar` (a genuine curve point for key shares). Goes through
-/// the fixed-base precomputed table: every ee handshake pays for one, and the generic
-/// Montgomery ladder was the largest single cost of a handshake.
+/// the fixed-base precomputed table (the generic Montgomery ladder was the largest single cost
+/// of a handshake). [`RandomSource::x25519_key_share`]'s default; the data plane hands out keys
+/// computed ahead instead and falls back to this.
 pub fn x25519_public(scalar: [u8; 32]) -> [u8; 32] {
     x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(scalar)).to_bytes()
 }
@@ -81,8 +83,8 @@ pub use tls::record::{
     app_data_header, write_app_data, Record, RecordError, RecordHeader, RecordKind, TlsRecordReader,
 };
 pub use tls::server_hello::{
-    build_server_hello, verify_server_hello, write_server_hello, ServerHelloError,
-    ServerHelloParams, DEFAULT_CIPHER,
+    build_server_hello, verify_server_hello, write_server_hello, write_server_hello_with,
+    ServerHelloError, ServerHelloParams, DEFAULT_CIPHER,
 };
 pub use tls::{detect as detect_tls, Detection, ALERT_UNRECOGNIZED_NAME};
 pub use users::{

@@ -38,6 +38,16 @@ pub type Secret = [u8; SECRET_LEN];
 pub trait RandomSource {
     /// Fills `dest` with random bytes.
     fn fill_bytes(&mut self, dest: &mut [u8]);
+
+    /// A fresh X25519 public key for a ServerHello key share: a real curve point whose
+    /// private half nobody needs. Default: a random scalar drawn and multiplied now. A driver
+    /// may hand out keys computed ahead of time, but never the same key twice — a key share
+    /// seen on two connections would mark the server.
+    fn x25519_key_share(&mut self) -> [u8; 32] {
+        let mut scalar = [0u8; 32];
+        self.fill_bytes(&mut scalar);
+        crate::x25519_public(scalar)
+    }
 }
 
 impl<F: FnMut(&mut [u8])> RandomSource for F {

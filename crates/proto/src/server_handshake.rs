@@ -23,6 +23,7 @@
 //!  timeout() decides what the handshake timer does (mask what may still be a handshake).
 //! ```
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::dc::DcSet;
@@ -31,8 +32,9 @@ use crate::reject::{Disposition, RejectReason};
 use crate::replay::{ReplayVerdict, ShardedReplayCache, OBFS_REPLAY_KEY_LEN, TLS_REPLAY_KEY_LEN};
 use crate::tls::deframe::Deframer;
 use crate::tls::emulate::FlightTable;
+use crate::tls::full_flight::FullFlightBudget;
 use crate::tls::hello::{FakeTlsHello, HelloError, TlsPolicy};
-use crate::tls::server_hello::{write_server_hello, ServerHelloParams};
+use crate::tls::server_hello::{server_hello_len, write_server_hello_with, ServerHelloParams};
 use crate::tls::{detect, Detection, RECORD_HEADER_LEN};
 use crate::users::{match_init_with, MatchOptions, UserTable};
 use crate::CipherPair;
@@ -67,6 +69,10 @@ pub struct HandshakeContext<'a> {
     /// ServerHello delay range in milliseconds (uniform in `lo..=hi`) overriding the
     /// plan's (`server_hello_delay_*` set in the config).
     pub hello_delay_ms: Option<(u64, u64)>,
+    /// The full-flight budget and the client's address: a repeat handshake of the same
+    /// (SNI, IP) within `tls_full_cert_ttl_secs` gets the plan's compact record (§4.9).
+    /// `None`: always the full flight.
+    pub full_flight: Option<(&'a FullFlightBudget, IpAddr)>,
     /// User to try first (the client IP's last matched user).
     pub hint: Option<usize>,
 }
@@ -444,27 +450,35 @@ impl<'a> ServerHandshake<'a> {
         let Some(secret) = ctx.table.secret(hello.user_index) else {
             return self.mask(RejectReason::NoUsers);
         };
-        let mut scalar = [0u8; 32];
-        rng.fill_bytes(&mut scalar);
-        let key_share = crate::x25519_public(scalar);
+        let key_share = rng.x25519_key_share();
         let plan = ctx.flights.plan(hello.sni.as_deref());
+        // Spent only here, after the digest and the replay check: a prober cannot use up a
+        // real client's full flight.
+        let full = ctx
+            .full_flight
+            .is_none_or(|(budget, ip)| budget.take_full(hello.sni.as_deref(), ip, now.mono));
         let mut draw = [0u8; 8];
         rng.fill_bytes(&mut draw);
-        let mut flight = vec![0u8; plan.flight_len(u64::from_le_bytes(draw))];
-        rng.fill_bytes(&mut flight);
+        let len = if full {
+            plan.flight_len(u64::from_le_bytes(draw))
+        } else {
+            plan.compact_flight_len()
+        };
         let params = ServerHelloParams {
             client_digest: &hello.digest,
             session_id: &hello.session_id,
             key_share: &key_share,
-            fake_flight: &flight,
+            fake_flight: &[],
             alpn: hello.alpn,
             cipher: plan.cipher_for(hello.tls13_suites),
             versions_first: plan.versions_first,
         };
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(server_hello_len(hello.session_id.len(), len));
         // Inputs are bounded by construction (session id ≤ 32 from the parser, the caller
         // clamps the flight to 64..=16384), so this only fails on a caller bug.
-        if write_server_hello(secret, &params, &mut bytes).is_err() || bytes.is_empty() {
+        let fill = |flight: &mut [u8]| rng.fill_bytes(flight);
+        let written = write_server_hello_with(secret, &params, len, fill, &mut bytes);
+        if written.is_err() || bytes.is_empty() {
             return self.reject(
                 RejectReason::InternalError,
                 Disposition::Drop,

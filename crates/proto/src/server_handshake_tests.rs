@@ -46,6 +46,8 @@ struct Env {
     secure: bool,
     delay: (u64, u64),
     flights: FlightTable,
+    /// Full-flight budget and the client's address (`None`: always full).
+    budget: Option<(FullFlightBudget, IpAddr)>,
     now: Now,
 }
 
@@ -73,9 +75,11 @@ impl Env {
                     versions_first: false,
                     app_data_len: 2048,
                     jitter: 0,
+                    compact_len: 85,
                     delay_ms: (0, 0),
                 },
             },
+            budget: None,
             now: Now {
                 unix_secs: NOW,
                 mono: Instant::now(),
@@ -96,6 +100,7 @@ impl Env {
             tls_replay: &self.tlsr,
             flights: &self.flights,
             hello_delay_ms: Some(self.delay),
+            full_flight: self.budget.as_ref().map(|(b, ip)| (b, *ip)),
             hint: None,
         }
     }
@@ -263,6 +268,51 @@ fn hello_delay_is_drawn_within_the_range() {
         "{:?}",
         sent[0].1
     );
+}
+
+/// The application-data record's length in a ServerHello flight.
+fn flight_record_len(sent: &[u8]) -> usize {
+    let hs = 5 + usize::from(u16::from_be_bytes([sent[3], sent[4]]));
+    let app = hs + 6;
+    assert_eq!(sent[app..app + 3], [0x17, 3, 3]);
+    let len = usize::from(u16::from_be_bytes([sent[app + 3], sent[app + 4]]));
+    assert_eq!(sent.len(), app + 5 + len, "one record, nothing after it");
+    len
+}
+
+#[test]
+fn repeat_handshake_within_the_ttl_gets_the_compact_record() {
+    let mut env = Env::new();
+    env.budget = Some((FullFlightBudget::new(90), "192.0.2.7".parse().expect("ip")));
+    let mut lens = Vec::new();
+    for (i, ts) in [NOW as u32, NOW as u32 + 1].into_iter().enumerate() {
+        let mut sealed = init(70 + 2 * i as u64, 1, ProtoTag::Padded, 2);
+        let mut wire = hello_for(&secret(1), Some(DOMAIN), ts, &[b"h2"]);
+        let digest: [u8; 32] = wire[11..43].try_into().expect("32");
+        let mut stream = sealed.wire.to_vec();
+        let mut data = b"ping".to_vec();
+        sealed.ciphers.encrypt.apply_in_place(&mut data);
+        stream.extend_from_slice(&data);
+        write_app_data(&stream, 100, &mut wire);
+        let (a, sent) = env.run(&wire, 4096).accepted();
+        assert_eq!(a.user_index, 0);
+        assert!(verify_server_hello(&secret(1), &digest, &sent[0].0));
+        lens.push(flight_record_len(&sent[0].0));
+    }
+    assert_eq!(lens, [2048, 85], "full, then compact");
+}
+
+#[test]
+fn a_rejected_hello_does_not_spend_the_budget() {
+    let mut env = Env::new();
+    let ip: IpAddr = "192.0.2.8".parse().expect("ip");
+    env.budget = Some((FullFlightBudget::new(90), ip));
+    // Unknown secret: masked before the budget is looked at.
+    let out = env.run(&hello(9), 4096);
+    assert_reason(out, RejectReason::TlsNoMatchingSecret, Disposition::Mask);
+    let (wire, _) = tls_wire(2, 5, b"");
+    let (_, sent) = env.run(&wire, 4096).accepted();
+    assert_eq!(flight_record_len(&sent[0].0), 2048);
 }
 
 fn assert_reason(out: Outcome, reason: RejectReason, disposition: Disposition) {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use proto::{FlightPlan, FlightShape, FlightTable};
+use proto::{resumed_flight_len, FlightPlan, FlightShape, FlightTable};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,13 @@ const EXT_KEY_SHARE: u16 = 0x0033;
 /// Largest per-session length jitter: a site's certificate chain is the same on every
 /// connection, so a wide spread would itself stand out.
 const MAX_JITTER: usize = 16;
+/// EncryptedExtensions body carrying ALPN `h2` alone (list length 2 + extension 9): what an
+/// HTTPS server answers a browser that offered `h2`, as Telegram's ClientHello does.
+const EE_BODY_ALPN_H2: usize = 11;
+/// Largest first / last encrypted record still read as a lone EncryptedExtensions / Finished
+/// (Finished is 53 or 69 bytes sealed; larger ones mean the origin coalesced messages).
+const MAX_LONE_EE: usize = 1024;
+const MAX_LONE_FINISHED: usize = 128;
 
 /// What one fetch learned about a domain's origin (the JSON file's content).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +139,32 @@ impl Profile {
             versions_first,
             app_data_len: self.flight_total.clamp(64, 16384),
             jitter: (self.flight_total / 256).clamp(2, MAX_JITTER),
+            compact_len: self.resumed_len(cipher),
             delay_ms: (think, think + think / 4 + 1),
+        }
+    }
+
+    /// What this origin would send encrypted when resuming a session (the compact flight,
+    /// docs/PROTOCOL.md §4.9): its own EncryptedExtensions and Finished records when a TLS 1.3
+    /// origin wrote each message in a record of its own (three or more records before any
+    /// tail: EE, Certificate …, Finished — OpenSSL does), else their computed size for
+    /// `cipher` with ALPN `h2`.
+    fn resumed_len(&self, cipher: u16) -> usize {
+        let flight = &self.records[..self.records.len().saturating_sub(self.tail_records)];
+        let app: Vec<usize> = flight
+            .iter()
+            .filter(|(t, _)| *t == proto::tls::CONTENT_APP_DATA)
+            .map(|&(_, l)| l)
+            .collect();
+        match app[..] {
+            [ee, _, .., fin]
+                if self.selected_version == TLS13
+                    && ee <= MAX_LONE_EE
+                    && fin <= MAX_LONE_FINISHED =>
+            {
+                ee + fin
+            }
+            _ => resumed_flight_len(cipher, EE_BODY_ALPN_H2),
         }
     }
 }
@@ -141,12 +173,16 @@ impl Profile {
 /// process (a real site does not change shape per connection), never a fixed constant.
 pub(crate) fn random_plan(rng: &mut impl Rng) -> FlightPlan {
     let lo = rng.gen_range(2..=10);
+    // Most servers prefer AES-128-GCM; some pick AES-256-GCM.
+    let cipher = if rng.gen_bool(0.7) { 0x1301 } else { 0x1302 };
     FlightPlan {
-        // Most servers prefer AES-128-GCM; some pick AES-256-GCM.
-        cipher: if rng.gen_bool(0.7) { 0x1301 } else { 0x1302 },
+        cipher,
         versions_first: rng.gen_bool(0.6),
         app_data_len: rng.gen_range(2300..=5200),
         jitter: rng.gen_range(4..=MAX_JITTER),
+        // ALPN, plus a few bytes of other extensions some servers add (an empty
+        // server_name acknowledgement is 4).
+        compact_len: resumed_flight_len(cipher, EE_BODY_ALPN_H2 + rng.gen_range(0..=8)),
         delay_ms: (lo, lo + rng.gen_range(3..=12)),
     }
 }

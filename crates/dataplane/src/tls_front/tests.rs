@@ -37,6 +37,38 @@ fn plan_follows_the_origin() {
 }
 
 #[test]
+fn compact_flight_is_the_origins_resumed_flight() {
+    let mut rng = rand::thread_rng();
+    // EE, Certificate, CertificateVerify, Finished in records of their own (OpenSSL), then
+    // a ticket-like tail record: EE + Finished.
+    let mut p = profile();
+    p.records = vec![
+        (0x17, 40),
+        (0x17, 1800),
+        (0x17, 286),
+        (0x17, 69),
+        (0x17, 250),
+    ];
+    p.tail_records = 1;
+    assert_eq!(p.plan(&mut rng).compact_len, 40 + 69);
+    // Coalesced records (first one too large for a lone EE): computed for the suite.
+    assert_eq!(
+        profile().plan(&mut rng).compact_len,
+        proto::resumed_flight_len(0x1302, EE_BODY_ALPN_H2)
+    );
+    // A TLS 1.2 origin: nothing to copy, the emulated 1.3 flight's size.
+    let mut old = profile();
+    old.selected_version = 0x0303;
+    old.records = vec![(0x16, 40), (0x16, 1800), (0x16, 300)];
+    let plan = old.plan(&mut rng);
+    assert_eq!(
+        plan.compact_len,
+        proto::resumed_flight_len(plan.cipher, EE_BODY_ALPN_H2)
+    );
+    assert!(plan.compact_len < plan.app_data_len / 4);
+}
+
+#[test]
 fn random_plans_vary_and_stay_plausible() {
     let mut rng = rand::thread_rng();
     let plans: Vec<_> = (0..32).map(|_| random_plan(&mut rng)).collect();
@@ -46,6 +78,7 @@ fn random_plans_vary_and_stay_plausible() {
     assert!(plans
         .iter()
         .any(|p| p.app_data_len != plans[0].app_data_len));
+    assert!(plans.iter().all(|p| (80..=110).contains(&p.compact_len)));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Answers that a stock web server would give: the `unrecognized_name` alert for an unknown
 //! SNI under `reject_handshake`, and prompt masking of probes that can never become a valid
-//! handshake (docs/PROTOCOL.md §4.4, §2.2).
+//! handshake (docs/PROTOCOL.md §4.4, §2.2), and the emulated flight of repeat ee clients
+//! (§4.9).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -137,4 +138,64 @@ async fn truncated_hello_held_open_reaches_the_mask_host_when_the_timer_fires() 
     })
     .await;
     assert_eq!(classes(&h), [("handshake_timeout", 1)]);
+}
+
+/// `(content type, payload length)` of every record after the ServerHello record.
+fn flight_records(wire: &[u8]) -> Vec<(u8, usize)> {
+    let mut out = Vec::new();
+    let mut at = 5 + usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+    while let Some(h) = wire.get(at..at + 5) {
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        out.push((h[0], len));
+        at += 5 + len;
+    }
+    assert_eq!(at, wire.len(), "whole records");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_ee_handshake_from_one_ip_gets_the_compact_flight_and_still_relays() {
+    // Emulation on (the mask host is no TLS origin: the domain keeps a randomized plan of
+    // 2300..5200 bytes, compact ≈ 85..109), the default TTL of 90 s spelled out.
+    let h = Harness::start(Cfg {
+        censorship: "tls_emulation = true\ntls_full_cert_ttl_secs = 90".into(),
+        ..Cfg::default()
+    })
+    .await;
+    let mut lens = Vec::new();
+    for round in 0..3u8 {
+        // The testkit client checks the digest over exactly ServerHello + CCS + one record.
+        let conn = h.connect(tls_mode(), 0).await;
+        let records = flight_records(conn.server_hello().expect("ServerHello kept"));
+        assert_eq!(
+            records.len(),
+            2,
+            "CCS and ONE application-data record: {records:?}"
+        );
+        assert_eq!(records[0], (0x14, 1));
+        assert_eq!(records[1].0, 0x17);
+        lens.push(records[1].1);
+        drop(echo_roundtrip(conn.into_split(), &[round; 300], 100).await);
+    }
+    eprintln!("flight record lengths: {lens:?}");
+    assert!(lens[0] >= 2300 - 16, "first: the full flight: {lens:?}");
+    assert!(
+        (64..=110).contains(&lens[1]) && lens[2] == lens[1],
+        "repeats within the TTL: the compact one: {lens:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_zero_gives_every_ee_handshake_the_full_flight() {
+    let h = Harness::start(Cfg {
+        censorship: "tls_emulation = true\ntls_full_cert_ttl_secs = 0".into(),
+        ..Cfg::default()
+    })
+    .await;
+    for _ in 0..2 {
+        let conn = h.connect(tls_mode(), 0).await;
+        let records = flight_records(conn.server_hello().expect("ServerHello kept"));
+        assert!(records[1].1 >= 2300 - 16, "{records:?}");
+        drop(echo_roundtrip(conn.into_split(), b"hello", 5).await);
+    }
 }

@@ -1,14 +1,17 @@
 //! What the emulated ServerHello flight looks like per TLS domain (docs/PROTOCOL.md §4.9).
 //!
-//! Owns: the per-domain [`FlightPlan`] (suite, extension order, application-data length and
-//! answer delay, learned from the origin by the data plane) and the choice of one concrete
-//! flight for a client. Must not: do I/O or draw randomness (draws are parameters).
+//! Owns: the per-domain [`FlightPlan`] (suite, extension order, application-data lengths and
+//! answer delay, learned from the origin by the data plane), the size of a resumed TLS 1.3
+//! flight, and the choice of one concrete flight for a client. Must not: do I/O or draw
+//! randomness (draws are parameters).
 //!
 //! ```text
 //!  plan (per SNI)                       flight sent to an authenticated client
 //!  cipher 13 0x  ──(client offered)──►  ServerHello suite, else 13 01
 //!  versions_first ──────────────────►  00 2b … before / after 00 33 …
-//!  app_data_len L, jitter J  ───────►  ONE 17 03 03 record of L ± J random bytes
+//!  app_data_len L, jitter J  ───────►  ONE 17 03 03 record of L ± J random bytes (first
+//!                                      handshake of a (domain, client IP) within the TTL)
+//!  compact_len C  ──────────────────►  ONE 17 03 03 record of C bytes (repeats within it)
 //!  delay_ms (lo, hi) ───────────────►  wait before writing (server_hello_delay_* override)
 //! ```
 
@@ -28,6 +31,10 @@ pub struct FlightPlan {
     /// Bound of the per-session length jitter (certificates do not change between
     /// connections, so this stays small).
     pub jitter: usize,
+    /// The record for a client that had the full flight within `tls_full_cert_ttl_secs`:
+    /// what the origin sends encrypted when it resumes (EncryptedExtensions + Finished, no
+    /// certificate; see [`resumed_flight_len`]). Deterministic for a site, so no jitter.
+    pub compact_len: usize,
     /// Answer delay range in ms.
     pub delay_ms: (u64, u64),
 }
@@ -52,6 +59,28 @@ impl FlightPlan {
             .saturating_sub(self.jitter)
             .clamp(MIN_FAKE_FLIGHT, MAX_RECORD_PAYLOAD_OUT)
     }
+
+    /// The compact record's length, kept inside what one record may carry.
+    pub fn compact_flight_len(&self) -> usize {
+        self.compact_len
+            .clamp(MIN_FAKE_FLIGHT, MAX_RECORD_PAYLOAD_OUT)
+    }
+}
+
+/// Payload of one TLS 1.3 record sealing a handshake message with a `body`-byte body: the
+/// 4-byte message header, the inner content type and the 16-byte AEAD tag (every TLS 1.3
+/// suite's tag is 16 bytes).
+const fn sealed(body: usize) -> usize {
+    4 + body + 1 + 16
+}
+
+/// Bytes a TLS 1.3 server sends encrypted when it resumes a session (RFC 8446 §2.2): the
+/// EncryptedExtensions message (`ee_body` bytes: its 2-byte list length and the extensions,
+/// e.g. 11 for ALPN `h2` alone) and Finished (the suite's hash length: 48 for 13 02, else
+/// 32), each in its own record, no Certificate or CertificateVerify.
+pub const fn resumed_flight_len(cipher: u16, ee_body: usize) -> usize {
+    let hash = if cipher == 0x1302 { 48 } else { 32 };
+    sealed(ee_body) + sealed(hash)
 }
 
 /// Plans by TLS domain, with the one used for a client without a known SNI.
@@ -88,6 +117,7 @@ mod tests {
             versions_first: true,
             app_data_len: 3000,
             jitter: 16,
+            compact_len: 85,
             delay_ms: (1, 2),
         }
     }
@@ -112,6 +142,26 @@ mod tests {
             ..plan(0x1301)
         };
         assert_eq!(big.flight_len(7), MAX_RECORD_PAYLOAD_OUT);
+    }
+
+    #[test]
+    fn compact_record_is_fixed_and_bounded() {
+        let p = plan(0x1301);
+        assert_eq!(p.compact_flight_len(), 85);
+        let tiny = FlightPlan {
+            compact_len: 10,
+            ..plan(0x1301)
+        };
+        assert_eq!(tiny.compact_flight_len(), MIN_FAKE_FLIGHT);
+    }
+
+    #[test]
+    fn resumed_flight_sizes() {
+        // EncryptedExtensions with ALPN h2 (2 + 9 bytes) and a SHA-256 Finished:
+        // (4 + 11 + 1 + 16) + (4 + 32 + 1 + 16).
+        assert_eq!(resumed_flight_len(0x1301, 11), 32 + 53);
+        assert_eq!(resumed_flight_len(0x1302, 2), 23 + 69);
+        assert!(resumed_flight_len(0x1303, 2) >= MIN_FAKE_FLIGHT);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Owns: ClientHello detection, parsing and validation ([`hello`]), the
 //! ServerHello + ChangeCipherSpec + application-data response ([`server_hello`]),
-//! the record layer after the handshake ([`record`]) and the streaming de-framer
-//! that turns client records into the obfuscated2 stream ([`deframe`]). Must
+//! the record layer after the handshake ([`record`]), the streaming de-framer
+//! that turns client records into the obfuscated2 stream ([`deframe`]), the emulated
+//! flight plans ([`emulate`]) and the per-(domain, client IP) full-flight budget
+//! ([`full_flight`]). Must
 //! not: read clocks (`now` is a parameter), draw randomness (random bytes are
 //! parameters) or do I/O.
 //!
@@ -24,6 +26,7 @@ pub mod client;
 pub mod deframe;
 pub mod emulate;
 pub mod fingerprint;
+pub mod full_flight;
 pub mod hello;
 pub mod origin;
 pub mod record;

@@ -2,7 +2,8 @@
 //!
 //! Owns: building the ServerHello + ChangeCipherSpec + one application-data
 //! record and its HMAC digest. Must not: draw randomness (the X25519 public
-//! key and the fake flight bytes are parameters) or send anything else: tdlib
+//! key and the fake flight bytes, or a closure filling them in place, are
+//! parameters) or send anything else: tdlib
 //! rejects any byte buffered after the single application-data record.
 //!
 //! ```text
@@ -76,11 +77,30 @@ pub fn write_server_hello(
     p: &ServerHelloParams<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), ServerHelloError> {
+    let flight = p.fake_flight;
+    write_server_hello_with(
+        secret,
+        p,
+        flight.len(),
+        |dst| dst.copy_from_slice(flight),
+        out,
+    )
+}
+
+/// [`write_server_hello`] with the `flight_len` flight bytes written by `fill` straight into
+/// `out` (no buffer of its own per handshake); `p.fake_flight` is not read.
+pub fn write_server_hello_with(
+    secret: &Secret,
+    p: &ServerHelloParams<'_>,
+    flight_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+    out: &mut Vec<u8>,
+) -> Result<(), ServerHelloError> {
     let n = p.session_id.len();
     if n > MAX_SESSION_ID_LEN {
         return Err(ServerHelloError::SessionIdTooLong(n));
     }
-    let fl = p.fake_flight.len();
+    let fl = flight_len;
     if !(MIN_FAKE_FLIGHT..=MAX_RECORD_PAYLOAD_OUT).contains(&fl) {
         return Err(ServerHelloError::BadFlightLength(fl));
     }
@@ -112,19 +132,21 @@ pub fn write_server_hello(
     out.extend_from_slice(&[0x17, 0x03, 0x03]);
     out.extend_from_slice(&(fl as u16).to_be_bytes());
     let flight_start = out.len();
-    out.extend_from_slice(p.fake_flight);
+    out.resize(flight_start + fl, 0);
+    fill(&mut out[flight_start..]);
     if let Some(alpn) = p.alpn {
         let proto = alpn.as_bytes();
         let k = proto.len() as u16; // 2 or 8
-        let mut block = Vec::with_capacity(7 + proto.len());
-        block.extend_from_slice(&[0x00, 0x10]);
-        block.extend_from_slice(&(3 + k).to_be_bytes());
-        block.extend_from_slice(&(1 + k).to_be_bytes());
-        block.push(k as u8);
-        block.extend_from_slice(proto);
+        let mut block = [0u8; 7 + 8];
+        block[..2].copy_from_slice(&[0x00, 0x10]);
+        block[2..4].copy_from_slice(&(3 + k).to_be_bytes());
+        block[4..6].copy_from_slice(&(1 + k).to_be_bytes());
+        block[6] = k as u8;
+        block[7..7 + proto.len()].copy_from_slice(proto);
+        let block = &block[..7 + proto.len()];
         // The flight is ≥ 64 bytes, longer than any ALPN block.
         if let Some(dst) = out.get_mut(flight_start..flight_start + block.len()) {
-            dst.copy_from_slice(&block);
+            dst.copy_from_slice(block);
         }
     }
     let digest = response_digest(secret, p.client_digest, &out[start..]);
