@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use proto::{
-    DcSet, HandshakeContext, Now, ServerHandshake, ShardedReplayCache, Step, TagSet, TlsPolicy,
-    Transport, UserTable,
+    DcSet, FlightPlan, FlightTable, HandshakeContext, Now, ServerHandshake, ShardedReplayCache,
+    Step, TagSet, TlsPolicy, Transport, UserTable,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +23,17 @@ fuzz_target!(|data: &[u8]| {
     let dcs = DcSet::standard();
     let obfs = ShardedReplayCache::new(64, Duration::from_secs(120), 1);
     let tlsr = ShardedReplayCache::new(64, Duration::from_secs(240), 1);
+    let flights = FlightTable {
+        plans: Vec::new(),
+        fallback: FlightPlan {
+            cipher: 0x1301,
+            versions_first: false,
+            app_data_len: 64,
+            jitter: 0,
+            compact_len: 85,
+            delay_ms: (0, 0),
+        },
+    };
     let ctx = HandshakeContext {
         table: &table,
         tls: &tls,
@@ -33,8 +44,9 @@ fuzz_target!(|data: &[u8]| {
         dcs: Some(&dcs),
         obfs_replay: &obfs,
         tls_replay: &tlsr,
-        fake_cert_len: 64,
-        hello_delay_ms: (0, 0),
+        flights: &flights,
+        hello_delay_ms: None,
+        full_flight: None,
         hint: None,
     };
     let now = Now {
