@@ -95,6 +95,9 @@ pub(crate) struct PoolSettings {
     /// writer when its DC has no active one?
     pub(crate) stale_mode: config::MeBindStaleMode,
     pub(crate) stale_ttl: Duration,
+    /// `me_warmup_stagger_*`: the k-th writer opened for one DC in one refill pass waits
+    /// k × step + jitter, so a (re)started pool does not open all its links at once.
+    pub(crate) stagger: Option<(Duration, Duration)>,
     /// `me_single_endpoint_shadow_rotate_every_secs` (0 = never).
     pub(crate) shadow_rotate_every: Duration,
 }
@@ -139,6 +142,12 @@ impl PoolSettings {
                 .clone()
                 .filter(|_| g.unknown_dc_file_log_enabled),
             socks_kdf_strict: g.me_socks_kdf_policy == config::MeSocksKdfPolicy::Strict,
+            stagger: g.me_warmup_stagger_enabled.then(|| {
+                (
+                    Duration::from_millis(g.me_warmup_step_delay_ms),
+                    Duration::from_millis(g.me_warmup_step_jitter_ms),
+                )
+            }),
             stale_mode: g.me_bind_stale_mode,
             stale_ttl: Duration::from_secs(g.me_bind_stale_ttl_secs),
             outage_enabled: g.me_single_endpoint_outage_mode_enabled,
@@ -573,7 +582,7 @@ impl MePool {
             if missing > 0 && room == 0 {
                 pool_c.refill_skipped_inflight_total.inc();
             }
-            for _ in 0..missing.min(room) {
+            for k in 0..missing.min(room) {
                 let Some(ep) = Self::pick_endpoint(&st, &inputs, dc, now) else {
                     break;
                 };
@@ -583,7 +592,27 @@ impl MePool {
                 let id = st.next_writer_id;
                 st.next_writer_id += 1;
                 pool_c.refill_triggered_total.inc();
-                self.spawn_connect(id, dc, gen, ep, Arc::clone(&inputs.secret), Arc::clone(&s));
+                let delay = match s.stagger {
+                    Some((step, jitter)) if k > 0 => {
+                        let j = jitter.as_millis() as u64;
+                        let extra = if j == 0 {
+                            0
+                        } else {
+                            rand::random::<u64>() % (j + 1)
+                        };
+                        step * k as u32 + Duration::from_millis(extra)
+                    }
+                    _ => Duration::ZERO,
+                };
+                self.spawn_connect(Opening {
+                    id,
+                    dc,
+                    generation: gen,
+                    endpoint: ep,
+                    secret: Arc::clone(&inputs.secret),
+                    settings: Arc::clone(&s),
+                    delay,
+                });
             }
         }
         // Adaptive floors shrink: writers above a DC's target that carry no session close.
@@ -725,17 +754,24 @@ impl MePool {
             })
     }
 
-    fn spawn_connect(
-        &self,
-        id: u64,
-        dc: i16,
-        generation: u64,
-        endpoint: SocketAddr,
-        secret: Arc<[u8]>,
-        s: Arc<PoolSettings>,
-    ) {
+    fn spawn_connect(&self, o: Opening) {
+        let Opening {
+            id,
+            dc,
+            generation,
+            endpoint,
+            secret,
+            settings: s,
+            delay,
+        } = o;
         let pool = self.clone();
         tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = pool.inner.cancel.cancelled() => return,
+                }
+            }
             let stats = Arc::clone(&pool.inner.stats);
             let mp = stats.middle_proxy_counters();
             mp.reconnect_attempt_total.inc();
@@ -1044,6 +1080,18 @@ impl MePool {
             timeskew: self.inner.skew.snapshot().into(),
         }
     }
+}
+
+/// One writer to open (a refill decision).
+struct Opening {
+    id: u64,
+    dc: i16,
+    generation: u64,
+    endpoint: SocketAddr,
+    secret: Arc<[u8]>,
+    settings: Arc<PoolSettings>,
+    /// Warm-up stagger before connecting.
+    delay: Duration,
 }
 
 /// Our address as the middle proxy will see it, for the KDF (docs/PROTOCOL.md §7.4, §7.5,
