@@ -939,6 +939,17 @@ impl MePool {
                     && !w.shared.draining.load(Ordering::Relaxed)
             })
             .collect();
+        // Writers whose keepalive is late only when nothing healthier is there.
+        let healthy: Vec<&Writer> = candidates
+            .iter()
+            .copied()
+            .filter(|w| !w.shared.degraded.load(Ordering::Relaxed))
+            .collect();
+        let candidates = if healthy.is_empty() {
+            candidates
+        } else {
+            healthy
+        };
         let stale: Vec<&Writer>;
         let candidates = if candidates.is_empty() {
             // No active writer: a draining one may do, per `me_bind_stale_mode`.
@@ -1192,7 +1203,7 @@ impl WriterRow {
             generation: gen,
             contour,
             draining,
-            degraded: !w.shared.alive(),
+            degraded: !w.shared.alive() || w.shared.degraded.load(Ordering::Relaxed),
             bound_clients: w.shared.bound(),
             idle_for_secs: w.shared.idle_secs(),
             rtt_ema_ms: w.shared.rtt_ms(),

@@ -208,6 +208,9 @@ pub(crate) struct WriterShared {
     pub(crate) generation: AtomicU64,
     /// Takes no new sessions (an older generation, or the pool drops it).
     pub(crate) draining: AtomicBool,
+    /// A keepalive pong is later than one interval: the link may be dying; new sessions
+    /// prefer other writers until the pong arrives (or the link is declared dead).
+    pub(crate) degraded: AtomicBool,
     /// Set once the link is gone; the sessions watch it.
     pub(crate) closed: CancellationToken,
     pub(crate) started: Instant,
@@ -227,6 +230,7 @@ impl WriterShared {
             dc,
             generation: AtomicU64::new(generation),
             draining: AtomicBool::new(false),
+            degraded: AtomicBool::new(false),
             closed: CancellationToken::new(),
             started: Instant::now(),
             conns: Mutex::new(HashMap::new()),
@@ -585,7 +589,11 @@ impl LinkTask {
                 },
                 _ = tokio::time::sleep_until(ping_at), if ka.enabled => {
                     let mut p = pings.lock();
-                    if p.is_some_and(|(_, sent)| sent.elapsed() > ka.timeout()) {
+                    let late = p.map(|(_, sent)| sent.elapsed());
+                    if late.is_some_and(|d| d > ka.interval) {
+                        self.shared.degraded.store(true, Ordering::Relaxed);
+                    }
+                    if late.is_some_and(|d| d > ka.timeout()) {
                         return LinkEnd::KeepaliveTimeout;
                     }
                     if p.is_none() {
@@ -702,6 +710,7 @@ impl LinkTask {
                 if let Some((id, sent)) = *p {
                     if id == ping_id {
                         self.shared.observe_rtt(sent.elapsed());
+                        self.shared.degraded.store(false, Ordering::Relaxed);
                         *p = None;
                         mp.keepalive_pong_total.inc();
                     }

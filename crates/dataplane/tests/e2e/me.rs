@@ -195,7 +195,13 @@ async fn a_stalled_middle_proxy_is_detected_and_its_clients_closed() {
     conn.send_packet(&random(64)).await.expect("send");
     conn.set_timeout(Duration::from_secs(30));
     let started = std::time::Instant::now();
-    // Keepalive (1 s interval) goes unanswered: the link is declared dead within its bound.
+    // A pong later than one interval marks the writers degraded (new sessions avoid them)...
+    s.h.wait_for("degraded writer", |h| {
+        h.dp.me_pool_snapshot()
+            .is_some_and(|p| p.writers.iter().any(|w| w.degraded))
+    })
+    .await;
+    // ...and unanswered past the keepalive bound, the link is declared dead.
     let _ = conn.wait_eof().await;
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(12), "waited {waited:?}");
