@@ -240,6 +240,12 @@ impl Inner {
         if let Some(pool) = &self.me {
             pool.apply_config(cfg);
         }
+        if cfg.general.use_middle_proxy != self.me.is_some() {
+            tracing::warn!(
+                use_middle_proxy = cfg.general.use_middle_proxy,
+                "general.use_middle_proxy changed: the route changes at the next restart"
+            );
+        }
         // The old policy holds a reference to every user: free it off the write path.
         self.retirer.retire(self.policy.swap(Arc::clone(&policy)));
         // After the swap: the refresh task reads what it fetches from the published policy.
