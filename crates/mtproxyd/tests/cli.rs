@@ -289,3 +289,60 @@ fn doctor_names_broken_prerequisites() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  config"));
 }
+
+/// With the middle-proxy route on, `doctor` probes the middle proxies the cached proxy config
+/// lists, and says so when none answers.
+#[test]
+fn doctor_probes_the_cached_middle_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let dc = tiny_server(b"");
+    let me = tiny_server(b"");
+    let mask = tiny_server(&[0x16, 0x03, 0x03, 0x00, 0x00]);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut f = ConfigFixture::new(testkit::free_port());
+    let overrides: String = (1..=5).map(|i| format!("\"{i}\" = \"{dc}\"\n")).collect();
+    f.extra = format!("[dc_overrides]\n{overrides}");
+    let cache = dir.path().join("proxy-config-v4.txt");
+    let text = f
+        .render()
+        .replace(
+            "use_middle_proxy = false\n",
+            &format!(
+                "use_middle_proxy = true\nproxy_config_v4_cache_path = {:?}\n",
+                cache.display().to_string()
+            ),
+        )
+        .replace(
+            "tls_domain = \"example.com\"\n",
+            &format!(
+                "tls_domain = \"example.com\"\nmask_host = \"127.0.0.1\"\nmask_port = {}\n",
+                mask.port()
+            ),
+        );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    let doctor = |listed: std::net::SocketAddr| {
+        std::fs::write(&cache, format!("default 2;\nproxy_for 2 {listed};\n")).unwrap();
+        let out = run_cmd(&["doctor", "--config", p], dir.path());
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, said) = doctor(me);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("ok    middle proxies: 1 of 1 probed, all reachable"),
+        "{said}"
+    );
+    let (ok, said) = doctor(closed);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FAIL  middle proxies: none reachable"),
+        "{said}"
+    );
+}
