@@ -983,11 +983,8 @@ impl MePool {
                 let mut sorted = candidates;
                 sorted.sort_by_key(|w| w.shared.id);
                 let n = sorted.len();
-                let i = {
-                    let rr = st_rr(&st.rr, cluster);
-                    rr % n
-                };
-                sorted[i].clone()
+                let turn = st.rr.get(&cluster).copied().unwrap_or(0);
+                sorted[turn % n].clone()
             }
             MeWriterPickMode::P2c => {
                 let n = candidates.len();
@@ -1159,10 +1156,6 @@ fn kdf_address(
     Ok(Some(SocketAddr::new(ip, local.port())))
 }
 
-fn st_rr(rr: &HashMap<i16, usize>, dc: i16) -> usize {
-    rr.get(&dc).copied().unwrap_or(0)
-}
-
 impl Writer {
     fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::Relaxed)
@@ -1259,6 +1252,92 @@ impl From<super::inputs::SkewSnapshot> for Timeskew {
             last_skew_secs: s.last_skew_secs,
             last_source: s.last_source,
             last_seen_age_secs: s.last_seen_age_secs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool with inputs for DC 2 and `n` detached writers of generation 1 on it.
+    fn pool_with_writers(extra: &str, n: u64) -> (MePool, Vec<Writer>) {
+        let cfg = config::parse_str(&format!(
+            "[general]\nuse_middle_proxy = true\n{extra}\n[access.users]\nu = \"00112233445566778899aabbccddeeff\"\n"
+        ))
+        .expect("config")
+        .config;
+        let stats = Stats::new(SystemTime::now());
+        let upstreams = Arc::new(Upstreams::new(&cfg, Arc::clone(&stats)));
+        let pool = MePool::new(&cfg, stats, upstreams, CancellationToken::new());
+        pool.set_inputs(PoolInputs {
+            secret: Arc::from(vec![1u8; 32]),
+            endpoints: BTreeMap::from([(2, vec![SocketAddr::from(([127, 0, 0, 1], 8888))])]),
+            default_dc: 2,
+        });
+        let writers: Vec<Writer> = (1..=n).map(|id| Writer::detached(id, 2, 1).0).collect();
+        {
+            let mut st = pool.inner.state.lock();
+            st.active = 1;
+            st.writers = writers.clone();
+        }
+        (pool, writers)
+    }
+
+    fn pick(pool: &MePool) -> u64 {
+        let (tx, _rx) = writer::session_queue();
+        let s = pool.settings();
+        match pool.try_bind(2, &s, &tx) {
+            // Released at once, so the loads the test set up stay as they are.
+            Some(Route::Me {
+                writer, conn_id, ..
+            }) => {
+                writer.release(conn_id);
+                writer.shared.id
+            }
+            _ => panic!("no writer picked"),
+        }
+    }
+
+    #[test]
+    fn sorted_rr_takes_writers_in_turn_by_id() {
+        let (pool, _w) = pool_with_writers("me_writer_pick_mode = \"sorted_rr\"", 3);
+        let picks: Vec<u64> = (0..7).map(|_| pick(&pool)).collect();
+        assert_eq!(picks, vec![1, 2, 3, 1, 2, 3, 1]);
+    }
+
+    #[test]
+    fn p2c_prefers_the_less_loaded_and_skips_degraded_writers() {
+        let (pool, w) = pool_with_writers(
+            "me_writer_pick_mode = \"p2c\"\nme_writer_pick_sample_size = 2",
+            2,
+        );
+        // Writer 1 carries 50 sessions: of two samples (with replacement) the idle writer is
+        // picked unless both samples are writer 1, i.e. about 3 picks in 4.
+        for c in 0..50 {
+            let (tx, _rx) = writer::session_queue();
+            assert!(w[0].shared.bind(1_000_000 + c, tx));
+        }
+        let to_idle = (0..200).filter(|_| pick(&pool) == 2).count();
+        assert!(
+            to_idle > 120,
+            "{to_idle} of 200 picks went to the idle writer"
+        );
+        // A degraded writer is left out while a healthy one exists.
+        w[1].shared.degraded.store(true, Ordering::Relaxed);
+        assert!((0..20).all(|_| pick(&pool) == 1));
+    }
+
+    #[test]
+    fn unknown_dc_indexes_use_the_default_cluster() {
+        let (pool, _w) = pool_with_writers("", 1);
+        let (tx, _rx) = writer::session_queue();
+        let s = pool.settings();
+        for dc in [0i16, 4, -4, 203] {
+            match pool.try_bind(dc, &s, &tx) {
+                Some(Route::Me { cluster, .. }) => assert_eq!(cluster, 2, "dc {dc}"),
+                _ => panic!("dc {dc}: not routed"),
+            }
         }
     }
 }

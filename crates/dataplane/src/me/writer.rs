@@ -772,6 +772,17 @@ fn jittered(ka: Keepalive) -> Duration {
 }
 
 #[cfg(test)]
+impl Writer {
+    /// A writer with no link behind it (pool tests): its commands land in the receiver.
+    pub(crate) fn detached(id: u64, dc: i16, generation: u64) -> (Self, mpsc::Receiver<Cmd>) {
+        let endpoint = SocketAddr::from(([127, 0, 0, 1], 8888));
+        let shared = Arc::new(WriterShared::new(id, endpoint, dc, generation));
+        let (cmd, rx) = mpsc::channel(CMD_QUEUE);
+        (Self { shared, cmd }, rx)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
