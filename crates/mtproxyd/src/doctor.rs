@@ -182,16 +182,7 @@ fn me_check(r: &mut Report, cfg: &Config, path: &Path) {
         return;
     }
     let key = "general.proxy_config_v4_cache_path";
-    let configured = cfg
-        .general
-        .proxy_config_v4_cache_path
-        .as_deref()
-        .unwrap_or("cache/proxy-config-v4.txt");
-    let file = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(configured);
+    let file = cfg.general.proxy_config_v4_file(path);
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) => {

@@ -423,7 +423,12 @@ impl General {
 
 /// `p` as is when absolute, else joined to `config_path`'s directory (docs/DECISIONS.md #32:
 /// a service's working directory is rarely the operator's choice).
-fn relative_to_config(config_path: &std::path::Path, p: impl AsRef<std::path::Path>) -> PathBuf {
+/// A path the config names, for a config file at `config_path`: relative paths are taken from
+/// the config file's directory (every file the config names is resolved this way).
+pub fn relative_to_config(
+    config_path: &std::path::Path,
+    p: impl AsRef<std::path::Path>,
+) -> PathBuf {
     let p = p.as_ref();
     if p.is_absolute() {
         return p.to_path_buf();

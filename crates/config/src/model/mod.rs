@@ -9,7 +9,7 @@ mod general;
 mod sections;
 
 pub use general::{
-    General, Links, Modes, ShowLink, Telemetry, DEFAULT_PROXY_CONFIG_V4_URL,
+    relative_to_config, General, Links, Modes, ShowLink, Telemetry, DEFAULT_PROXY_CONFIG_V4_URL,
     DEFAULT_PROXY_CONFIG_V6_URL, DEFAULT_PROXY_SECRET_URL,
 };
 pub(crate) use sections::default_stun_servers;

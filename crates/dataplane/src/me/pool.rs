@@ -79,7 +79,6 @@ pub(crate) struct PoolSettings {
     pub(crate) force_close: Duration,
     pub(crate) fallback: bool,
     pub(crate) no_writer_wait: Duration,
-    pub(crate) nat_ip: Option<IpAddr>,
     pub(crate) hardswap: bool,
     /// `unknown_dc_log_path` when `unknown_dc_file_log_enabled` (relative to the config's
     /// directory, resolved by the pool).
@@ -135,7 +134,6 @@ impl PoolSettings {
             force_close: Duration::from_secs(g.effective_me_pool_force_close_secs()),
             fallback: g.me2dc_fallback,
             no_writer_wait: Duration::from_millis(no_writer_wait),
-            nat_ip: g.middle_proxy_nat_ip,
             hardswap: g.hardswap,
             unknown_dc_log: g
                 .unknown_dc_log_path
@@ -247,8 +245,8 @@ struct Inner {
     cancel: CancellationToken,
     /// DC indexes clients asked for that the proxy config does not list (logged once each).
     unknown_dcs: Mutex<std::collections::HashSet<i16>>,
-    /// Directory of the config file (relative log paths).
-    config_dir: Mutex<Option<std::path::PathBuf>>,
+    /// The config file (relative log paths are taken from its directory).
+    config_path: Mutex<Option<std::path::PathBuf>>,
     /// Clock skew seen in the proxy-config downloads (the self-test's `timeskew`).
     skew: super::inputs::SkewLog,
     /// Our public address per family, when known (NAT / STUN), for the KDF.
@@ -305,7 +303,7 @@ impl MePool {
             cancel,
             skew: Default::default(),
             unknown_dcs: Mutex::new(Default::default()),
-            config_dir: Mutex::new(None),
+            config_path: Mutex::new(None),
             public_ip: Mutex::new(None),
         };
         Self {
@@ -320,23 +318,13 @@ impl MePool {
 
     /// The address a client reached as the middle proxy should see it (NAT-translated).
     pub(crate) fn our_addr(&self, local: SocketAddr) -> SocketAddr {
-        let s = self.settings();
         let lookup = self.inner.public_ip.lock().clone();
-        let ip = s
-            .nat_ip
-            .filter(|ip| ip.is_ipv4() == local.is_ipv4())
-            .or_else(|| lookup.and_then(|f| f(local.ip())))
-            .unwrap_or(local.ip());
-        SocketAddr::new(ip, local.port())
+        public_addr(lookup.as_deref(), local)
     }
 
     /// Where relative paths of the config (the unknown-DC log) are resolved.
     pub(crate) fn set_config_path(&self, path: &std::path::Path) {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        *self.inner.config_dir.lock() = Some(dir.to_path_buf());
+        *self.inner.config_path.lock() = Some(path.to_path_buf());
     }
 
     /// Notes a client DC index the proxy config does not list (served by the default
@@ -361,9 +349,9 @@ impl MePool {
             tracing::warn!(path = %configured, "unknown_dc_log_path contains '..': not written");
             return;
         }
-        let path = match self.inner.config_dir.lock().clone() {
-            Some(dir) if rel.is_relative() => dir.join(rel),
-            _ => rel.to_path_buf(),
+        let path = match self.inner.config_path.lock().as_deref() {
+            Some(config_path) => config::relative_to_config(config_path, rel),
+            None => rel.to_path_buf(),
         };
         let line = format!(
             "{} dc={dc}\n",
@@ -1105,8 +1093,7 @@ struct Opening {
 /// Our address as the middle proxy will see it, for the KDF (docs/PROTOCOL.md §7.4, §7.5,
 /// §9.3): behind a SOCKS upstream the server's BND.ADDR / BND.PORT when usable, else per
 /// `me_socks_kdf_policy` (strict: refuse; compat: as without SOCKS); otherwise our local
-/// address with the NAT-translated IP (`middle_proxy_nat_ip`, STUN). `None` = the socket's
-/// local address as is.
+/// address with the public IP. `None` = the socket's local address as is.
 fn kdf_address(
     s: &PoolSettings,
     via: &crate::upstream::ConnectedVia,
@@ -1147,13 +1134,17 @@ fn kdf_address(
                 .inc(),
         }
     }
-    let Some(local) = local else { return Ok(None) };
-    let ip = s
-        .nat_ip
-        .filter(|ip| ip.is_ipv4() == local.is_ipv4())
-        .or_else(|| lookup.and_then(|f| f(local.ip())))
-        .unwrap_or(local.ip());
-    Ok(Some(SocketAddr::new(ip, local.port())))
+    Ok(local.map(|l| public_addr(lookup, l)))
+}
+
+/// `local` with the IP the world sees (`middle_proxy_nat_ip` or STUN, through the NAT probe's
+/// lookup); the port stays, so NAT must keep source ports (docs/PROTOCOL.md §7.5).
+fn public_addr(
+    lookup: Option<&(dyn Fn(IpAddr) -> Option<IpAddr> + Send + Sync)>,
+    local: SocketAddr,
+) -> SocketAddr {
+    let ip = lookup.and_then(|f| f(local.ip())).unwrap_or(local.ip());
+    SocketAddr::new(ip, local.port())
 }
 
 impl Writer {

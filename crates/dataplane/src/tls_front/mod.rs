@@ -202,15 +202,7 @@ pub(crate) enum StoreError {
 
 /// The profile directory: `tls_front_dir`, relative to the config file's directory.
 pub(crate) fn front_dir(config_path: &Path, configured: &str) -> PathBuf {
-    let p = Path::new(configured);
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    config_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(p)
+    config::relative_to_config(config_path, configured)
 }
 
 fn profile_path(dir: &Path, domain: &str) -> Result<PathBuf, StoreError> {
