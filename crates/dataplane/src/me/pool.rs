@@ -1072,7 +1072,6 @@ impl MePool {
             dcs,
             quarantine,
             refill,
-            active_cap: s.active_cap,
             timeskew: self.inner.skew.snapshot().into(),
         }
     }
@@ -1220,7 +1219,6 @@ pub struct PoolSnapshot {
     pub quarantine: Vec<(SocketAddr, u64)>,
     /// Connects in flight per DC.
     pub refill: Vec<(i16, usize)>,
-    pub active_cap: usize,
     /// Clock skew against the proxy-config servers' `Date` headers.
     pub timeskew: Timeskew,
 }
