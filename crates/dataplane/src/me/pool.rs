@@ -190,7 +190,7 @@ struct EndpointHealth {
 }
 
 /// Floor figures of one DC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Floor {
     pub min: usize,
     pub target: usize,
@@ -1029,12 +1029,7 @@ impl MePool {
                     .map(|(&dc, eps)| DcRow {
                         dc,
                         endpoints: eps.clone(),
-                        floor: floors.get(&dc).copied().unwrap_or(Floor {
-                            min: 0,
-                            target: 0,
-                            max: 0,
-                            capped: false,
-                        }),
+                        floor: floors.get(&dc).copied().unwrap_or_default(),
                         load: st
                             .writers
                             .iter()
