@@ -325,53 +325,82 @@ async fn wait_emulated_flight(s: &Setup) {
     );
 }
 
-#[tokio::test]
-async fn real_client_libraries_reach_the_dc() {
-    if !testkit::py::has_modules(&["telethon", "pyrogram"]).await {
-        testkit::external::missing(
-            &format!("telethon/kurigram for {}", testkit::py::python()),
-            "run scripts/test.sh, or pip install -r tests-py/requirements.txt and set MTPROXYD_PY",
-        );
-        return;
+/// Whether the Python client libraries are installed; missing, the test fails unless
+/// `MTPROXYD_SKIP_EXTERNAL=1` (then `false`: skip).
+async fn client_libraries_present() -> bool {
+    if testkit::py::has_modules(&["telethon", "pyrogram"]).await {
+        return true;
     }
-    let s = setup_emulated().await;
-    wait_emulated_flight(&s).await;
-    let hex_secret = hex::encode(s.secret);
+    testkit::external::missing(
+        &format!("telethon/kurigram for {}", testkit::py::python()),
+        "run scripts/test.sh, or pip install -r tests-py/requirements.txt and set MTPROXYD_PY",
+    );
+    false
+}
+
+/// The real client libraries' runs: script, its arguments for `secret`, the tag it sends.
+fn client_library_cases(secret: &[u8; 16]) -> Vec<(&'static str, Vec<String>, Tag)> {
+    let hex_secret = hex::encode(secret);
     let ee = format!("ee{hex_secret}{}", hex::encode(DOMAIN));
     let dd = format!("dd{hex_secret}");
-    let cases: Vec<(&str, Vec<&str>, Tag)> = vec![
+    let telethon = |conn: &str, secret: &str| {
+        let args = ["--conn", conn, "--secret", secret];
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let kurigram = |secret: &str| vec!["--secret".to_owned(), secret.to_owned()];
+    vec![
         (
             "telethon_interop.py",
-            vec!["--conn", "abridged", "--secret", &hex_secret],
+            telethon("abridged", &hex_secret),
             Tag::Abridged,
         ),
         (
             "telethon_interop.py",
-            vec!["--conn", "intermediate", "--secret", &hex_secret],
+            telethon("intermediate", &hex_secret),
             Tag::Intermediate,
         ),
         (
             "telethon_interop.py",
-            vec!["--conn", "randomized", "--secret", &dd],
+            telethon("randomized", &dd),
             Tag::Padded,
         ),
-        ("kurigram_interop.py", vec!["--secret", &dd], Tag::Padded),
-        ("kurigram_interop.py", vec!["--secret", &ee], Tag::Padded),
-    ];
-    let port = s.proxy.port().to_string();
-    for (i, (script, args, tag)) in cases.into_iter().enumerate() {
-        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-        args.extend(["--port".into(), port.clone(), "--dc".into(), "2".into()]);
-        let r = testkit::py::run_interop(script, &args, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("{script}: {e}"));
-        assert!(
-            r.ok,
-            "{script} {args:?}: {}\n{}\n{}",
-            r.json,
-            r.stderr,
-            s.daemon.logs()
-        );
+        ("kurigram_interop.py", kurigram(&dd), Tag::Padded),
+        ("kurigram_interop.py", kurigram(&ee), Tag::Padded),
+    ]
+}
+
+/// Runs one client-library script against `s`'s proxy (DC 2); its JSON report, or a test
+/// failure with the script's stderr and the proxy's log.
+async fn run_client_library(s: &Setup, script: &str, args: &[String]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.extend([
+        "--port".into(),
+        s.proxy.port().to_string(),
+        "--dc".into(),
+        "2".into(),
+    ]);
+    let r = testkit::py::run_interop(script, &args, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(
+        r.ok,
+        "{script} {args:?}: {}\n{}\n{}",
+        r.json,
+        r.stderr,
+        s.daemon.logs()
+    );
+    r.json
+}
+
+#[tokio::test]
+async fn real_client_libraries_reach_the_dc() {
+    if !client_libraries_present().await {
+        return;
+    }
+    let s = setup_emulated().await;
+    wait_emulated_flight(&s).await;
+    for (i, (script, args, tag)) in client_library_cases(&s.secret).into_iter().enumerate() {
+        let r = run_client_library(&s, script, &args).await;
         let sess = &s.dc.sessions()[i];
         assert_eq!((sess.tag, sess.dc), (Some(tag), 2), "{script} {args:?}");
         let logged = s.dc.messages().into_iter().find_map(|m| match m {
@@ -384,13 +413,10 @@ async fn real_client_libraries_reach_the_dc() {
             _ => None,
         });
         let reported = (
-            r.json["nonce"].as_str().unwrap_or_default().to_owned(),
-            r.json["server_nonce"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            r["nonce"].as_str().unwrap_or_default().to_owned(),
+            r["server_nonce"].as_str().unwrap_or_default().to_owned(),
         );
-        assert_eq!(logged, Some(reported), "{script}: {}", r.json);
+        assert_eq!(logged, Some(reported), "{script}: {r}");
     }
 }
 

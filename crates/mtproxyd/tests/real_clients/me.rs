@@ -152,49 +152,14 @@ async fn every_client_mode_reaches_the_dc_through_the_middle_proxy() {
 
 #[tokio::test]
 async fn real_client_libraries_reach_the_dc_through_the_middle_proxy() {
-    if !testkit::py::has_modules(&["telethon", "pyrogram"]).await {
-        testkit::external::missing(
-            &format!("telethon/kurigram for {}", testkit::py::python()),
-            "run scripts/test.sh, or pip install -r tests-py/requirements.txt and set MTPROXYD_PY",
-        );
+    if !client_libraries_present().await {
         return;
     }
     let m = setup_me().await;
     let s = &m.s;
-    let hex_secret = hex::encode(s.secret);
-    let ee = format!("ee{hex_secret}{}", hex::encode(DOMAIN));
-    let dd = format!("dd{hex_secret}");
-    let cases: Vec<(&str, Vec<&str>)> = vec![
-        (
-            "telethon_interop.py",
-            vec!["--conn", "abridged", "--secret", &hex_secret],
-        ),
-        (
-            "telethon_interop.py",
-            vec!["--conn", "intermediate", "--secret", &hex_secret],
-        ),
-        (
-            "telethon_interop.py",
-            vec!["--conn", "randomized", "--secret", &dd],
-        ),
-        ("kurigram_interop.py", vec!["--secret", &dd]),
-        ("kurigram_interop.py", vec!["--secret", &ee]),
-    ];
-    let port = s.proxy.port().to_string();
-    for (i, (script, args)) in cases.into_iter().enumerate() {
-        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-        args.extend(["--port".into(), port.clone(), "--dc".into(), "2".into()]);
-        let r = testkit::py::run_interop(script, &args, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("{script}: {e}"));
-        assert!(
-            r.ok,
-            "{script} {args:?}: {}\n{}\n{}",
-            r.json,
-            r.stderr,
-            s.daemon.logs()
-        );
-        let nonce = r.json["nonce"].as_str().unwrap_or_default().to_owned();
+    for (i, (script, args, _)) in client_library_cases(&s.secret).into_iter().enumerate() {
+        let r = run_client_library(s, script, &args).await;
+        let nonce = r["nonce"].as_str().unwrap_or_default().to_owned();
         let seen = s.dc.messages().into_iter().any(|msg| match msg {
             DcMessage::ReqPq { nonce: n, .. } => hex::encode(n) == nonce,
             _ => false,
