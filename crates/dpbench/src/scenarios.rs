@@ -143,6 +143,25 @@ async fn round_trip_as(c: &mut TestConn, ex: Exchange) -> Result<(), ClientError
     }
 }
 
+/// A writer task and a reader task per echo session.
+type EchoTasks<W> = Vec<(
+    tokio::task::JoinHandle<Result<W, ClientError>>,
+    tokio::task::JoinHandle<Result<(), ClientError>>,
+)>;
+
+/// Waits for every echo session's reader, then its writer; the first failure, named.
+async fn join_echo_tasks<W>(tasks: EchoTasks<W>) -> Result<(), String> {
+    for (w, r) in tasks {
+        r.await
+            .map_err(|e| format!("reader task: {e}"))?
+            .map_err(|e| format!("recv: {e}"))?;
+        w.await
+            .map_err(|e| format!("writer task: {e}"))?
+            .map_err(|e| format!("send: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Checks that a session through `target` reaches the echo DC with whole packets (the
 /// middle-proxy route's preflight).
 pub async fn preflight_packets(target: Target<'_>, mode: BenchMode) -> Result<(), String> {
@@ -205,14 +224,7 @@ pub async fn packet_echo(
         });
         tasks.push((writer, reader));
     }
-    for (w, r) in tasks {
-        r.await
-            .map_err(|e| format!("reader task: {e}"))?
-            .map_err(|e| format!("recv: {e}"))?;
-        w.await
-            .map_err(|e| format!("writer task: {e}"))?
-            .map_err(|e| format!("send: {e}"))?;
-    }
+    join_echo_tasks(tasks).await?;
     Ok(mib_per_s(
         packets * packet as u64 * conns as u64,
         start.elapsed(),
@@ -348,14 +360,7 @@ pub async fn echo(
         });
         tasks.push((writer, reader));
     }
-    for (w, r) in tasks {
-        r.await
-            .map_err(|e| format!("reader task: {e}"))?
-            .map_err(|e| format!("recv: {e}"))?;
-        w.await
-            .map_err(|e| format!("writer task: {e}"))?
-            .map_err(|e| format!("send: {e}"))?;
-    }
+    join_echo_tasks(tasks).await?;
     Ok(mib_per_s(per * conns as u64, start.elapsed()))
 }
 
