@@ -28,7 +28,9 @@
 //!   over ME, RSS per session and how many middle-proxy links (writers) carry them. Every ME
 //!   figure is checked against TestMe's own records (frames and connection ids it saw), so
 //!   traffic that fell back to direct is an error, not a number. TestMe runs in dpbench's
-//!   process: its CPU is not in the proxy's CPU figures.
+//!   process: its CPU is not in the proxy's CPU figures. A `ciphers` line first times the
+//!   transforms each route must apply on one core ([`cipher`]); each echo line then shows the
+//!   best ratio a CPU-bound proxy could reach given direct's measured CPU-s/GB.
 //! * `all` — everything.
 //!
 //! By default the proxy is the real `mtproxyd` release binary (see [`proxy::locate_binary`]),
@@ -37,6 +39,7 @@
 //! already running proxy instead; then start the DCs on fixed ports with `--sink-port` /
 //! `--echo-port` and route DC 1 / DC 2 there in its config.
 
+pub mod cipher;
 pub mod proxy;
 pub mod scenarios;
 
@@ -676,12 +679,35 @@ async fn me_route(dcs: &Dcs, o: &Options, rep: &mut Report) {
             ),
         }
     }
+    let costs = tokio::task::spawn_blocking(|| cipher::measure(256 << 20))
+        .await
+        .ok();
+    if let Some(c) = costs {
+        rep.ok(
+            format!(
+                "me         ciphers on one core: AES-256-CBC encrypt {:.3} s/GB, decrypt {:.3} s/GB, AES-256-CTR {:.3} s/GB: the ME route needs >= {:.3} CPU-s/GB more than direct",
+                c.cbc_encrypt,
+                c.cbc_decrypt,
+                c.ctr,
+                c.me_extra_per_gb()
+            ),
+            json!({"kind": "me_ciphers", "cbc_encrypt_s_per_gb": c.cbc_encrypt,
+                   "cbc_decrypt_s_per_gb": c.cbc_decrypt, "ctr_s_per_gb": c.ctr,
+                   "me_extra_cpu_s_per_gb": c.me_extra_per_gb()}),
+        );
+    }
+    let rig = MeRig {
+        direct: &direct,
+        via_me: &via_me,
+        me: &me,
+        costs,
+    };
     let total = o.mib << 20;
     for &mode in &modes {
         for conns in CONNS {
-            me_echo_line(&direct, &via_me, &me, mode, conns, total, rep).await;
+            me_echo_line(&rig, mode, conns, total, rep).await;
         }
-        me_handshakes_line(&direct, &via_me, &me, mode, o, rep).await;
+        me_handshakes_line(&rig, mode, o, rep).await;
     }
     let idle_mode = if modes.contains(&BenchMode::Tls) {
         Some(BenchMode::Tls)
@@ -721,16 +747,28 @@ async fn me_route(dcs: &Dcs, o: &Options, rep: &mut Report) {
     }
 }
 
+/// What every `me` line measures against: both proxies, the middle proxy, the cipher costs.
+struct MeRig<'a> {
+    direct: &'a ProxyHandle,
+    via_me: &'a ProxyHandle,
+    me: &'a testkit::me::TestMe,
+    costs: Option<cipher::CipherCosts>,
+}
+
 /// One `me` echo line: direct then ME back to back (same load), ME checked against TestMe.
 async fn me_echo_line(
-    direct: &ProxyHandle,
-    via_me: &ProxyHandle,
-    me: &testkit::me::TestMe,
+    rig: &MeRig<'_>,
     mode: BenchMode,
     conns: usize,
     total: u64,
     rep: &mut Report,
 ) {
+    let &MeRig {
+        direct,
+        via_me,
+        me,
+        costs,
+    } = rig;
     let what = format!("me echo {} conns={conns}", mode.name());
     let echo = |p| scenarios::packet_echo(Target::Proxy(p), mode, conns, total, ME_PACKET);
     let packets = (total / conns as u64 / ME_PACKET as u64).max(1);
@@ -757,34 +795,32 @@ async fn me_echo_line(
         );
     }
     let cpu_ratio = m.cpu_s_per_gb.zip(d.cpu_s_per_gb).map(|(m, d)| m / d);
+    let bound = costs.zip(d.cpu_s_per_gb).map(|(c, d)| c.me_ratio_bound(d));
     rep.ok(
         format!(
-            "me         mode={:7} conns={conns}  direct={:8.1} MiB/s cpu={} s/GB  me={:8.1} MiB/s cpu={} s/GB  me/direct x{:.2} (target >= x{ME_TARGET_RATIO:.1}) cpu x{}",
+            "me         mode={:7} conns={conns}  direct={:8.1} MiB/s cpu={} s/GB  me={:8.1} MiB/s cpu={} s/GB  me/direct x{:.2} (target >= x{ME_TARGET_RATIO:.1}, cipher bound x{}) cpu x{}",
             mode.name(),
             d.mib_s,
             cpu_text(&d),
             m.mib_s,
             cpu_text(&m),
             m.mib_s / d.mib_s,
+            bound.map_or_else(|| "n/a".into(), |r| format!("{r:.2}")),
             cpu_ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.2}")),
         ),
         json!({"kind": "me_echo", "mode": mode.name(), "conns": conns, "packet": ME_PACKET,
                "direct_mib_s": d.mib_s, "me_mib_s": m.mib_s, "ratio": m.mib_s / d.mib_s,
-               "target_ratio": ME_TARGET_RATIO,
+               "target_ratio": ME_TARGET_RATIO, "cipher_bound_ratio": bound,
                "direct_cpu_s_per_gb": d.cpu_s_per_gb, "me_cpu_s_per_gb": m.cpu_s_per_gb,
                "me_in_bench_process": true}),
     );
 }
 
 /// One `me` handshakes line: direct then ME, each session with one packet round trip.
-async fn me_handshakes_line(
-    direct: &ProxyHandle,
-    via_me: &ProxyHandle,
-    me: &testkit::me::TestMe,
-    mode: BenchMode,
-    o: &Options,
-    rep: &mut Report,
-) {
+async fn me_handshakes_line(rig: &MeRig<'_>, mode: BenchMode, o: &Options, rep: &mut Report) {
+    let &MeRig {
+        direct, via_me, me, ..
+    } = rig;
     let what = format!("me handshakes {}", mode.name());
     let rate = |p| {
         scenarios::handshakes_as(

@@ -293,7 +293,8 @@ async fn downstream(
 /// Appends one delivery in the client's framing; `Ok(true)` = the middle proxy closed.
 fn frame_down(d: Down, framing: Framing, out: &mut Vec<u8>) -> Result<bool, RelayEnd> {
     match d {
-        Down::Data(data) => {
+        Down::Data(packet, start) => {
+            let data = packet.get(start..).unwrap_or_default();
             // The answer's quick-ack flag is not copied: a set top bit in a server → client
             // length means a quick-ack answer to the client (§3), not a frame.
             let pad = match framing {
@@ -303,10 +304,10 @@ fn frame_down(d: Down, framing: Framing, out: &mut Vec<u8>) -> Result<bool, Rela
             let h = encode_header(framing, data.len(), false, pad)
                 .map_err(|e| RelayEnd::Protocol(e.label()))?;
             out.extend_from_slice(h.as_slice());
-            out.extend_from_slice(&data);
-            let start = out.len();
-            out.resize(start + pad, 0);
-            rand::Rng::fill(&mut rand::thread_rng(), &mut out[start..]);
+            out.extend_from_slice(data);
+            let pad_at = out.len();
+            out.resize(pad_at + pad, 0);
+            rand::Rng::fill(&mut rand::thread_rng(), &mut out[pad_at..]);
             Ok(false)
         }
         Down::Ack(confirm) => {

@@ -142,12 +142,11 @@ impl CbcStream {
         if buf.len() % 16 != 0 {
             return Err(NotBlockAligned(buf.len()));
         }
-        for chunk in buf.chunks_exact_mut(16) {
-            let block = aes::Block::from_mut_slice(chunk);
-            match self {
-                Self::Encrypt(e) => e.encrypt_block_mut(block),
-                Self::Decrypt(d) => d.decrypt_block_mut(block),
-            }
+        // Whole-slice calls: decryption then runs several blocks in parallel.
+        let (blocks, _) = aes::cipher::inout::InOutBuf::from(buf).into_chunks();
+        match self {
+            Self::Encrypt(e) => e.encrypt_blocks_inout_mut(blocks),
+            Self::Decrypt(d) => d.decrypt_blocks_inout_mut(blocks),
         }
         Ok(())
     }

@@ -13,7 +13,7 @@
 
 use super::crc::Checksum;
 use super::kdf::CbcStream;
-use super::rpc::{encode_packet, pad_to_block, RpcError, RpcPacketDecoder};
+use super::rpc::{encode_packet, pad_tail_to_block, RpcError, RpcPacketDecoder};
 
 /// Sending half: numbers, checksums, pads and encrypts each payload.
 #[derive(Debug)]
@@ -69,11 +69,9 @@ impl RpcSender {
         if let Some(cbc) = &mut self.cbc {
             // Pad this write alone: the tail from `start` must be block-aligned
             // for the chain; a caller's earlier bytes are not ours to pad.
-            let mut tail = out.split_off(start);
-            pad_to_block(&mut tail);
-            // `tail` is a multiple of 16 by construction, so this cannot fail.
-            let _ = cbc.apply_in_place(&mut tail);
-            out.extend_from_slice(&tail);
+            pad_tail_to_block(out, start);
+            // The tail is a multiple of 16 by construction, so this cannot fail.
+            let _ = cbc.apply_in_place(&mut out[start..]);
         }
     }
 }

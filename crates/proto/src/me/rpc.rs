@@ -126,7 +126,12 @@ pub fn encode_packet(seq: i32, payload: &[u8], checksum: Checksum, out: &mut Vec
 /// Pads `out` to a multiple of 16 bytes with `04 00 00 00` words (the length
 /// of a packet is always a multiple of 4 on encrypted links).
 pub fn pad_to_block(out: &mut Vec<u8>) {
-    while out.len() % 16 != 0 {
+    pad_tail_to_block(out, 0);
+}
+
+/// As [`pad_to_block`] for the bytes from `start` on only.
+pub fn pad_tail_to_block(out: &mut Vec<u8>, start: usize) {
+    while (out.len() - start) % 16 != 0 {
         out.extend_from_slice(&4u32.to_le_bytes());
     }
 }

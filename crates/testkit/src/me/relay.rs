@@ -55,8 +55,9 @@ pub(super) struct Link<'a> {
     dc_addr: SocketAddr,
     opts: &'a MeOptions,
     sh: &'a Shared,
-    wr: OwnedWriteHalf,
-    sender: RpcSender,
+    /// Payloads for the write task, each with "corrupt its checksum".
+    out: mpsc::Sender<(Vec<u8>, bool)>,
+    write_task: tokio::task::JoinHandle<io::Result<()>>,
     sessions: HashMap<u64, DcSession>,
     frames_in: u64,
     frames_out: u64,
@@ -71,13 +72,14 @@ impl<'a> Link<'a> {
         wr: OwnedWriteHalf,
         sender: RpcSender,
     ) -> Self {
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
         Self {
             id,
             dc_addr,
             opts,
             sh,
-            wr,
-            sender,
+            out,
+            write_task: tokio::spawn(write_loop(wr, sender, out_rx)),
             sessions: HashMap::new(),
             frames_in: 0,
             frames_out: 0,
@@ -128,26 +130,28 @@ impl<'a> Link<'a> {
                     receiver.feed(&buf[..n]);
                 }
                 Some(ev) = ev_rx.recv() => self.on_dc_event(ev).await?,
+                r = &mut self.write_task => {
+                    return match r {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(format!("write task: {e}")),
+                    };
+                }
             }
         }
     }
 
-    async fn send(&mut self, payload: &[u8]) -> Result<(), String> {
+    async fn send(&mut self, payload: Vec<u8>) -> Result<(), String> {
         let corrupt = self.opts.misbehave.corrupt_crc_at == Some(self.frames_out);
-        let mut out = Vec::new();
-        self.sender.send_tampered(payload, &mut out, |p| {
-            if corrupt {
-                if let Some(b) = p.last_mut() {
-                    *b ^= 0x5a;
-                }
-            }
-        });
         // Record before writing: a test that has the frame may read the records.
         self.frames_out += 1;
         self.sh.frames_out.fetch_add(1, Ordering::Relaxed);
         let n = self.frames_out;
         self.sh.link(self.id, |l| l.frames_out = n);
-        self.wr.write_all(&out).await.map_err(|e| e.to_string())
+        self.out
+            .send((payload, corrupt))
+            .await
+            .map_err(|_| "write task ended".to_owned())
     }
 
     async fn on_packet(
@@ -162,7 +166,7 @@ impl<'a> Link<'a> {
                 self.sessions.remove(&conn_id);
                 Ok(())
             }
-            ProxyMessage::Ping { ping_id } => self.send(&pong_payload(ping_id)).await,
+            ProxyMessage::Ping { ping_id } => self.send(pong_payload(ping_id).to_vec()).await,
             ProxyMessage::Pong { .. } => Ok(()),
         }
     }
@@ -222,17 +226,57 @@ impl<'a> Link<'a> {
                 let mut ans = Vec::with_capacity(16 + data.len());
                 proxy_ans_payload(0, conn_id, &data, &mut ans);
                 self.sh.conn(self.id, conn_id, |c| c.answers += 1);
-                self.send(&ans).await?;
+                self.send(ans).await?;
             }
             DcEvent::Closed(conn_id) => {
                 if self.sessions.remove(&conn_id).is_some() {
                     self.sh.conn(self.id, conn_id, |c| c.closed_by_dc = true);
-                    self.send(&close_ext_payload(conn_id)).await?;
+                    self.send(close_ext_payload(conn_id).to_vec()).await?;
                 }
             }
         }
         Ok(())
     }
+}
+
+impl Drop for Link<'_> {
+    fn drop(&mut self) {
+        self.write_task.abort();
+    }
+}
+
+/// Payloads queued for the write task; a full queue holds the link's reader, as a blocked
+/// socket write would.
+const OUT_QUEUE: usize = 64;
+/// Bytes batched into one socket write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Encrypts and writes what the link queues, batching what is already waiting: encryption
+/// and writing then overlap with the link's reading on another core.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut sender: RpcSender,
+    mut rx: mpsc::Receiver<(Vec<u8>, bool)>,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some((payload, corrupt)) = next.take() {
+            sender.send_tampered(&payload, &mut out, |p| {
+                if corrupt {
+                    if let Some(b) = p.last_mut() {
+                        *b ^= 0x5a;
+                    }
+                }
+            });
+            if out.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        wr.write_all(&out).await?;
+        out.clear();
+    }
+    Ok(())
 }
 
 async fn open_dc_session(
