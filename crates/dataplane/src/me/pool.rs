@@ -223,7 +223,14 @@ struct State {
     outage: std::collections::HashSet<i16>,
     /// Last shadow rotation per single-endpoint DC.
     rotated: HashMap<i16, Instant>,
+    /// Writers that were lost (not retired), oldest first: DC, endpoint, and the first
+    /// writer id opened after the loss. The next such writer of that DC restores one (same
+    /// endpoint or a fallback one); opens already under way when it was lost do not.
+    lost: std::collections::VecDeque<(i16, SocketAddr, u64)>,
 }
+
+/// Lost writers remembered for restore accounting at most (older ones are forgotten).
+const LOST_MEMORY: usize = 1024;
 
 /// Maps a local address to the public one the middle proxy sees, when known.
 pub(crate) type PublicIp = Arc<dyn Fn(IpAddr) -> Option<IpAddr> + Send + Sync>;
@@ -296,6 +303,7 @@ impl MePool {
                 generation_opened: Instant::now(),
                 outage: Default::default(),
                 rotated: HashMap::new(),
+                lost: std::collections::VecDeque::new(),
             }),
             conn_ids: AtomicU64::new(rand::random::<u64>() >> 1),
             wake: Notify::new(),
@@ -508,6 +516,18 @@ impl MePool {
         let now = Instant::now();
         let pool_c = self.inner.stats.pool_counters();
         let mut st = self.inner.state.lock();
+        let lost: Vec<_> = st
+            .writers
+            .iter()
+            .filter(|w| !w.shared.alive() && w.shared.lost.load(Ordering::Relaxed))
+            .map(|w| (w.shared.dc, w.shared.endpoint, st.next_writer_id))
+            .collect();
+        for l in lost {
+            if st.lost.len() == LOST_MEMORY {
+                st.lost.pop_front();
+            }
+            st.lost.push_back(l);
+        }
         st.writers.retain(|w| w.shared.alive());
         st.draining.retain(|(w, deadline, _)| {
             let done = !w.shared.alive() || w.shared.bound() == 0;
@@ -805,12 +825,18 @@ impl MePool {
             let pool_c = stats.pool_counters();
             match result {
                 Ok(w) => {
-                    let h = st.health.entry(endpoint).or_default();
-                    let recovered = h.fails > 0;
-                    *h = EndpointHealth::default();
+                    st.health.insert(endpoint, EndpointHealth::default());
                     mp.reconnect_success_total.inc();
-                    if recovered {
-                        pool_c.writer_restored_same_endpoint_total.inc();
+                    let restores = st
+                        .lost
+                        .iter()
+                        .position(|&(d, _, after)| d == dc && id >= after);
+                    if let Some(i) = restores {
+                        if st.lost.remove(i).is_some_and(|(_, was, _)| was == endpoint) {
+                            pool_c.writer_restored_same_endpoint_total.inc();
+                        } else {
+                            pool_c.writer_restored_fallback_total.inc();
+                        }
                     }
                     if st.generation != generation {
                         // Opened for a generation that is already outdated.
@@ -1276,7 +1302,7 @@ mod tests {
             Some(Route::Me {
                 writer, conn_id, ..
             }) => {
-                writer.release(conn_id);
+                let _ = writer.release(conn_id);
                 writer.shared.id
             }
             _ => panic!("no writer picked"),

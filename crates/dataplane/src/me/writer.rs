@@ -213,6 +213,9 @@ pub(crate) struct WriterShared {
     pub(crate) degraded: AtomicBool,
     /// Set once the link is gone; the sessions watch it.
     pub(crate) closed: CancellationToken,
+    /// The link ended on its own (peer, socket, keepalive), not retired by the pool: the
+    /// pool counts the writer that replaces it as a restore.
+    pub(crate) lost: AtomicBool,
     pub(crate) started: Instant,
     conns: Mutex<HashMap<u64, SessionTx>>,
     bound: AtomicUsize,
@@ -232,6 +235,7 @@ impl WriterShared {
             draining: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
             closed: CancellationToken::new(),
+            lost: AtomicBool::new(false),
             started: Instant::now(),
             conns: Mutex::new(HashMap::new()),
             bound: AtomicUsize::new(0),
@@ -346,12 +350,17 @@ impl Writer {
         }
     }
 
-    /// Unbinds a session and tells the middle proxy (best effort).
-    pub(crate) fn release(&self, conn_id: u64) {
-        if self.shared.unbind(conn_id) && self.shared.alive() {
+    /// Unbinds a session and tells the middle proxy (best effort). `false`: the id was no
+    /// longer bound (the middle proxy closed it first), so there was nothing to tell.
+    pub(crate) fn release(&self, conn_id: u64) -> bool {
+        if !self.shared.unbind(conn_id) {
+            return false;
+        }
+        if self.shared.alive() {
             // A full queue means the link is stalled; the ME forgets the id with the link.
             let _ = self.cmd.try_send(Cmd::Close(conn_id));
         }
+        true
     }
 
     /// Closes the link (the pool retires it): its sessions end.
@@ -549,22 +558,25 @@ impl LinkTask {
         let mp = this.stats.middle_proxy_counters();
         let pool = this.stats.pool_counters();
         pool.writer_removed_total.inc();
-        match &end {
-            LinkEnd::Retired => {}
+        let unexpected = match &end {
+            LinkEnd::Retired => false,
             LinkEnd::Eof => {
                 mp.reader_eof_total.inc();
                 if this.shared.bound() == 0 {
                     mp.idle_close_by_peer_total.inc();
-                } else {
-                    pool.writer_removed_unexpected_total.inc();
                 }
+                this.shared.bound() > 0
             }
             LinkEnd::KeepaliveTimeout => {
                 mp.keepalive_timeout_total.inc();
                 mp.keepalive_failed_total.inc();
-                pool.writer_removed_unexpected_total.inc();
+                true
             }
-            _ => pool.writer_removed_unexpected_total.inc(),
+            _ => true,
+        };
+        if unexpected {
+            pool.writer_removed_unexpected_total.inc();
+            this.shared.lost.store(true, Ordering::Relaxed);
         }
         if !matches!(end, LinkEnd::Retired) {
             tracing::warn!(
@@ -795,6 +807,22 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn releasing_a_conn_the_middle_proxy_closed_sends_nothing() {
+        let (w, mut rx) = Writer::detached(1, 2, 1);
+        let (tx, _rx) = session_queue();
+        assert!(w.shared.bind(7, tx.clone()));
+        assert!(w.shared.bind(8, tx));
+        assert!(w.release(7), "bound: released with RPC_CLOSE_CONN");
+        assert!(matches!(rx.try_recv(), Ok(Cmd::Close(7))));
+        // The middle proxy closed 8 (the reader unbinds it): the session's release finds
+        // nothing to signal.
+        assert!(w.shared.unbind(8));
+        assert!(!w.release(8));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(w.shared.bound(), 0);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_full_session_queue_holds_the_sender_briefly_then_refuses() {

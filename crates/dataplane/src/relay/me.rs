@@ -15,7 +15,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use proto::framing::{
-    encode_header, proxy_padding_len, quick_ack_answer, Decoded, FrameDecoder, Framing, StreamSide,
+    encode_header, proxy_padding_len, quick_ack_answer, Decoded, FrameDecoder, FrameError, Framing,
+    StreamSide,
 };
 use proto::me::rpc::flags;
 use proto::me::write_proxy_req_header;
@@ -118,7 +119,12 @@ impl MeRelay<'_> {
             end = idle_watch(&activity, idle) => end,
             _ = writer.shared.closed.cancelled() => RelayEnd::Cancelled("middle-proxy link lost"),
         };
-        writer.release(conn_id);
+        if !writer.release(conn_id) {
+            stats
+                .middle_proxy_counters()
+                .rpc_proxy_req_signal_skipped_no_meta_total
+                .inc();
+        }
         end
     }
 }
@@ -169,9 +175,13 @@ impl Upstream<'_> {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        self.stats
-                            .desync_counters()
-                            .observe_desync(good_frames, true);
+                        let desync = self.stats.desync_counters();
+                        desync.observe_desync(good_frames, true);
+                        // A padded (secure) frame shorter than one word holds no 4-aligned
+                        // payload: its length is all padding (docs/PROTOCOL.md §3.3).
+                        if self.framing == Framing::Padded && matches!(e, FrameError::TooShort(_)) {
+                            desync.secure_padding_invalid_total.inc();
+                        }
                         tracing::debug!(conn_id = self.conn_id, error = %e, "client framing broken");
                         return Err(RelayEnd::Protocol(e.label()));
                     }

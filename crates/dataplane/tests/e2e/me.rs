@@ -169,6 +169,12 @@ async fn a_lost_middle_proxy_closes_its_clients_falls_back_and_recovers() {
     assert!(!me.conns().is_empty());
     let mp = s.h.stats.middle_proxy();
     assert!(mp.reconnect_success_total >= 2);
+    // The writer that carried the client was lost (its idle siblings were closed by the
+    // peer) and came back on the same endpoint.
+    let pool = s.h.stats.pool();
+    assert!(pool.writer_removed_unexpected_total >= 1, "{pool:?}");
+    assert!(pool.writer_restored_same_endpoint_total >= 1, "{pool:?}");
+    assert_eq!(pool.writer_restored_fallback_total, 0, "{pool:?}");
     // DC 2 has one endpoint: losing it was an outage, with its own retries, now over.
     assert_eq!(mp.single_endpoint_outage_enter_total, 1, "{mp:?}");
     assert_eq!(mp.single_endpoint_outage_exit_total, 1, "{mp:?}");
@@ -180,6 +186,98 @@ async fn a_lost_middle_proxy_closes_its_clients_falls_back_and_recovers() {
         mp.single_endpoint_outage_reconnect_success_total >= 1,
         "{mp:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_lost_with_its_middle_proxy_is_restored_on_the_other_one() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let mut mes = Vec::new();
+    for _ in 0..2 {
+        let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+            .await
+            .expect("ME");
+        mes.push(Some(me));
+    }
+    let both: Vec<&TestMe> = mes.iter().flatten().collect();
+    let s = start_me(&both, &secret, "").await;
+    s.wait_ready().await;
+    let mut conn = s.h.connect(Mode::Intermediate, 0).await;
+    packet_echo(&mut conn, &[128]).await;
+    // A DC in use keeps its full floor (adaptive floors shrink idle DCs to one writer):
+    // a writer per endpoint.
+    s.h.wait_for("a writer per endpoint", |h| {
+        h.dp.me_pool_snapshot()
+            .is_some_and(|p| p.writers.len() == 2)
+    })
+    .await;
+    // Kill the middle proxy that carries the client.
+    let (carrier, _) = mes
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.as_ref().is_some_and(|m| !m.conns().is_empty()))
+        .expect("one middle proxy carries the client");
+    let other = mes[1 - carrier].as_ref().expect("other ME").addr();
+    mes[carrier] = None;
+    conn.set_timeout(Duration::from_secs(20));
+    let _ = conn.wait_eof().await;
+    // The DC's floor wants a writer per endpoint; the dead one refuses, so the lost writer
+    // is restored on the other middle proxy.
+    s.h.wait_for("restored on the fallback endpoint", |h| {
+        h.stats.pool().writer_restored_fallback_total >= 1
+    })
+    .await;
+    let snap = s.h.dp.me_pool_snapshot().expect("pool");
+    assert!(
+        snap.writers
+            .iter()
+            .filter(|w| w.contour == "active" && w.endpoint == other)
+            .count()
+            >= 2,
+        "{snap:?}"
+    );
+    assert_eq!(s.h.stats.pool().writer_restored_same_endpoint_total, 0);
+    let mut again = s.h.connect(Mode::Secure, 0).await;
+    packet_echo(&mut again, &[512]).await;
+    assert_eq!(s.h.dp.current_by_route().me, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_frames_and_closes_from_the_dc_are_counted() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
+        .await
+        .expect("ME");
+    let s = start_me(&[&me], &secret, "").await;
+    s.wait_ready().await;
+    // A frame of 2 bytes: for a secure client all of it would be padding.
+    let short_frame = [2u8, 0, 0, 0, 0xaa, 0xbb];
+    for (mode, padding_invalid) in [(Mode::Secure, 1), (Mode::Intermediate, 1)] {
+        let mut conn = s.h.connect(mode, 0).await;
+        conn.send(&short_frame).await.expect("send");
+        conn.set_timeout(Duration::from_secs(10));
+        let _ = conn.wait_eof().await;
+        let d = s.h.stats.desync();
+        assert_eq!(d.secure_padding_invalid_total, padding_invalid, "{d:?}");
+    }
+    assert_eq!(s.h.stats.desync().desync_total, 2);
+
+    // The DC ends a session: the middle proxy says CLOSE_EXT, the client is closed, and
+    // its release has nothing left to tell the middle proxy.
+    let mut conn = s.h.connect(Mode::Secure, 1).await;
+    packet_echo(&mut conn, &[256]).await;
+    drop(dc);
+    conn.set_timeout(Duration::from_secs(10));
+    let _ = conn.wait_eof().await;
+    me.wait_until(Duration::from_secs(10), |m| {
+        m.conns().iter().any(|c| c.closed_by_dc)
+    })
+    .await;
+    s.h.wait_for("session released", |h| h.dp.current_by_route().me == 0)
+        .await;
+    let mp = s.h.stats.middle_proxy();
+    assert_eq!(mp.rpc_proxy_req_signal_skipped_no_meta_total, 1, "{mp:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
