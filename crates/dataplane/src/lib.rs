@@ -60,7 +60,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::housekeeping::CounterState;
-pub use crate::me::{DcRow, Floor, PoolSnapshot, Timeskew, WriterRow};
+pub use crate::me::{DcRow, Floor, PoolSnapshot, RefillRow, Timeskew, WriterRow};
 use crate::policy::{Policy, Rebuilt};
 use crate::upstream::Upstreams;
 pub use crate::upstream::{

@@ -196,10 +196,14 @@ fn me_snapshot(
         refill: pool
             .refill
             .into_iter()
-            .map(|(dc, inflight)| MeRefillInflight {
-                dc,
-                family: AddrFamily::V4,
-                inflight,
+            .map(|r| MeRefillInflight {
+                dc: r.dc,
+                family: if r.ipv6 {
+                    AddrFamily::V6
+                } else {
+                    AddrFamily::V4
+                },
+                inflight: r.inflight,
             })
             .collect(),
         quarantine: pool

@@ -10,7 +10,7 @@ pub(crate) mod inputs;
 pub(crate) mod pool;
 pub(crate) mod writer;
 
-pub use pool::{DcRow, Floor, PoolSnapshot, Timeskew, WriterRow};
+pub use pool::{DcRow, Floor, PoolSnapshot, RefillRow, Timeskew, WriterRow};
 pub(crate) use pool::{MePool, PoolInputs, Route};
 
 use std::path::PathBuf;

@@ -211,6 +211,8 @@ struct State {
     generation_opened: Instant,
     health: HashMap<SocketAddr, EndpointHealth>,
     inflight: HashMap<i16, usize>,
+    /// The part of `inflight` towards IPv6 endpoints (refill rows are per DC and family).
+    inflight_v6: HashMap<i16, usize>,
     rr: HashMap<i16, usize>,
     /// Last time a client was routed to each DC (adaptive floors).
     last_used: HashMap<i16, Instant>,
@@ -294,6 +296,7 @@ impl MePool {
                 draining: Vec::new(),
                 health: HashMap::new(),
                 inflight: HashMap::new(),
+                inflight_v6: HashMap::new(),
                 rr: HashMap::new(),
                 last_used: HashMap::new(),
                 first_ready: None,
@@ -597,6 +600,9 @@ impl MePool {
                 // Reserve the slot so the next pass does not double it.
                 st.health.entry(ep).or_default().next_try = Some(now + s.backoff_base);
                 *st.inflight.entry(dc).or_default() += 1;
+                if ep.is_ipv6() {
+                    *st.inflight_v6.entry(dc).or_default() += 1;
+                }
                 let id = st.next_writer_id;
                 st.next_writer_id += 1;
                 pool_c.refill_triggered_total.inc();
@@ -814,6 +820,11 @@ impl MePool {
             let mut st = pool.inner.state.lock();
             if let Some(n) = st.inflight.get_mut(&dc) {
                 *n = n.saturating_sub(1);
+            }
+            if endpoint.is_ipv6() {
+                if let Some(n) = st.inflight_v6.get_mut(&dc) {
+                    *n = n.saturating_sub(1);
+                }
             }
             if st.outage.contains(&dc) {
                 mp.single_endpoint_outage_reconnect_attempt_total.inc();
@@ -1078,8 +1089,22 @@ impl MePool {
         let refill = st
             .inflight
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(dc, n)| (*dc, *n))
+            .flat_map(|(&dc, &n)| {
+                let v6 = st.inflight_v6.get(&dc).copied().unwrap_or(0).min(n);
+                [
+                    RefillRow {
+                        dc,
+                        ipv6: false,
+                        inflight: n - v6,
+                    },
+                    RefillRow {
+                        dc,
+                        ipv6: true,
+                        inflight: v6,
+                    },
+                ]
+            })
+            .filter(|r| r.inflight > 0)
             .collect();
         PoolSnapshot {
             taken_at: SystemTime::now(),
@@ -1224,6 +1249,15 @@ pub struct DcRow {
     pub load: usize,
 }
 
+/// Writer opens in flight for one DC and address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillRow {
+    pub dc: i16,
+    /// Towards IPv6 endpoints (else IPv4).
+    pub ipv6: bool,
+    pub inflight: usize,
+}
+
 /// A coherent copy of the pool (mapped to the API's types by the binary).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSnapshot {
@@ -1238,8 +1272,8 @@ pub struct PoolSnapshot {
     pub dcs: Vec<DcRow>,
     /// Quarantined endpoints with the remaining milliseconds.
     pub quarantine: Vec<(SocketAddr, u64)>,
-    /// Connects in flight per DC.
-    pub refill: Vec<(i16, usize)>,
+    /// Connects in flight per DC and address family.
+    pub refill: Vec<RefillRow>,
     /// Clock skew against the proxy-config servers' `Date` headers.
     pub timeskew: Timeskew,
 }
@@ -1336,6 +1370,34 @@ mod tests {
         // A degraded writer is left out while a healthy one exists.
         w[1].shared.degraded.store(true, Ordering::Relaxed);
         assert!((0..20).all(|_| pick(&pool) == 1));
+    }
+
+    #[tokio::test]
+    async fn refill_rows_are_per_dc_and_address_family() {
+        let (pool, _w) = pool_with_writers("", 0);
+        let v4 = SocketAddr::from(([127, 0, 0, 1], 8888));
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 8888));
+        pool.set_inputs(PoolInputs {
+            secret: Arc::from(vec![1u8; 32]),
+            endpoints: BTreeMap::from([
+                (2, vec![v4, v6]),
+                (
+                    3,
+                    vec![SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 8889))],
+                ),
+            ]),
+            default_dc: 2,
+        });
+        // One pass reserves the opens; on this single-threaded runtime the connect tasks
+        // have not run yet, so the rows show exactly what was started.
+        pool.tick();
+        let mut rows = pool.snapshot().refill;
+        rows.sort_by_key(|r| (r.dc, r.ipv6));
+        let rows: Vec<(i16, bool, usize)> =
+            rows.iter().map(|r| (r.dc, r.ipv6, r.inflight)).collect();
+        // DC 2: a writer per endpoint (one v4, one v6); DC 3: its only endpoint, v6 (one open
+        // per endpoint and pass).
+        assert_eq!(rows, vec![(2, false, 1), (2, true, 1), (3, true, 1)]);
     }
 
     #[test]
