@@ -386,6 +386,44 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
         60_000,
         "general.me_route_hybrid_max_wait_ms",
     )?;
+    // Queue capacities: above ~10^6 entries a queue is no bound at all (and the channel
+    // type refuses capacities near usize::MAX).
+    for (key, v) in [
+        (
+            "general.me_route_channel_capacity",
+            g.me_route_channel_capacity,
+        ),
+        (
+            "general.me_writer_cmd_channel_capacity",
+            g.me_writer_cmd_channel_capacity,
+        ),
+    ] {
+        within(v as u64, 1, 1 << 20, key)?;
+    }
+    within(
+        g.me_route_blocking_send_timeout_ms,
+        0,
+        5000,
+        "general.me_route_blocking_send_timeout_ms",
+    )?;
+    within(
+        g.me_c2me_send_timeout_ms,
+        0,
+        60_000,
+        "general.me_c2me_send_timeout_ms",
+    )?;
+    within(
+        g.me_d2c_flush_batch_max_bytes as u64,
+        4096,
+        2 * 1024 * 1024,
+        "general.me_d2c_flush_batch_max_bytes",
+    )?;
+    within(
+        g.me_d2c_flush_batch_max_frames as u64,
+        1,
+        512,
+        "general.me_d2c_flush_batch_max_frames",
+    )?;
     within(
         g.me_writer_pick_sample_size.into(),
         2,

@@ -198,7 +198,8 @@ pub(crate) async fn handle(
     };
     // The cut / close selects below stay inline on purpose: a generic "unless cut" wrapper
     // grew the session future from under 6 KiB to 9 KiB (`session_future_is_small`).
-    let (down_tx, down_rx) = crate::me::writer::session_queue();
+    let queue = inner.me.as_ref().map_or(1, |p| p.flow().session_queue);
+    let (down_tx, down_rx) = crate::me::writer::session_queue(queue);
     let route = match inner.me.as_ref() {
         None => Route::Direct,
         Some(pool) => {
@@ -239,6 +240,7 @@ pub(crate) async fn handle(
                 writer,
                 conn_id,
                 down: down_rx,
+                flow: inner.me.as_ref().map(|p| p.flow()).unwrap_or_default(),
                 client_addr: peer,
                 our_addr,
                 ad_tag: policy.ad_tags.for_user(&user.name),

@@ -198,6 +198,20 @@ pub struct General {
     pub me_route_no_writer_mode: MeRouteNoWriterMode,
     pub me_route_no_writer_wait_ms: u64,
     pub me_route_hybrid_max_wait_ms: u64,
+    /// Answers queued towards one ME session (frames; also bounded to 1 MiB).
+    pub me_route_channel_capacity: usize,
+    /// How long a writer's reader waits for room in a full session queue before closing
+    /// that session; 0 = no bound.
+    pub me_route_blocking_send_timeout_ms: u64,
+    /// RPC packets queued towards one ME link.
+    pub me_writer_cmd_channel_capacity: usize,
+    /// How long a session waits to queue a packet towards its link before it closes;
+    /// 0 = no bound.
+    pub me_c2me_send_timeout_ms: u64,
+    /// Answer bytes coalesced into one client write at most.
+    pub me_d2c_flush_batch_max_bytes: usize,
+    /// Answers coalesced into one client write at most.
+    pub me_d2c_flush_batch_max_frames: usize,
     pub links: Links,
     /// Unified ME updater interval; `None` when only the legacy `proxy_*_auto_reload_secs`
     /// keys are set (see [`General::effective_update_every_secs`]).
@@ -301,6 +315,13 @@ impl Default for General {
             me_route_no_writer_mode: MeRouteNoWriterMode::HybridAsyncPersistent,
             me_route_no_writer_wait_ms: 250,
             me_route_hybrid_max_wait_ms: 3000,
+            // Ours, not telemt's 768 / 4096 / 131072: see DECISIONS.md #43.
+            me_route_channel_capacity: 256,
+            me_route_blocking_send_timeout_ms: 250,
+            me_writer_cmd_channel_capacity: 128,
+            me_c2me_send_timeout_ms: 4000,
+            me_d2c_flush_batch_max_bytes: 256 * 1024,
+            me_d2c_flush_batch_max_frames: 32,
             links: Links::default(),
             update_every: Some(300),
             proxy_secret_auto_reload_secs: 3600,

@@ -99,6 +99,9 @@ pub(crate) struct PoolSettings {
     pub(crate) stagger: Option<(Duration, Duration)>,
     /// `me_single_endpoint_shadow_rotate_every_secs` (0 = never).
     pub(crate) shadow_rotate_every: Duration,
+    /// Queue sizes and waits; a link keeps those it was opened with, a session those of
+    /// its start.
+    pub(crate) flow: writer::FlowLimits,
 }
 
 impl PoolSettings {
@@ -158,6 +161,7 @@ impl PoolSettings {
                     .max(g.me_single_endpoint_outage_backoff_min_ms.max(1)),
             ),
             shadow_rotate_every: Duration::from_secs(g.me_single_endpoint_shadow_rotate_every_secs),
+            flow: writer::FlowLimits::from_config(g),
         }
     }
 
@@ -409,6 +413,11 @@ impl MePool {
 
     fn settings(&self) -> Arc<PoolSettings> {
         Arc::clone(&self.inner.settings.lock())
+    }
+
+    /// The current queue sizes and waits (for a session starting now).
+    pub(crate) fn flow(&self) -> writer::FlowLimits {
+        self.inner.settings.lock().flow
     }
 
     /// New inputs: when the secret or the endpoint table changed, a new generation is opened
@@ -810,6 +819,7 @@ impl MePool {
                     secret: &secret,
                     kdf_addr,
                     keepalive: s.keepalive,
+                    flow: s.flow,
                 };
                 writer::start(o, stream, Arc::clone(&stats)).await
             };
@@ -1329,7 +1339,7 @@ mod tests {
     }
 
     fn pick(pool: &MePool) -> u64 {
-        let (tx, _rx) = writer::session_queue();
+        let (tx, _rx) = writer::session_queue(writer::FlowLimits::default().session_queue);
         let s = pool.settings();
         match pool.try_bind(2, &s, &tx) {
             // Released at once, so the loads the test set up stay as they are.
@@ -1359,7 +1369,7 @@ mod tests {
         // Writer 1 carries 50 sessions: of two samples (with replacement) the idle writer is
         // picked unless both samples are writer 1, i.e. about 3 picks in 4.
         for c in 0..50 {
-            let (tx, _rx) = writer::session_queue();
+            let (tx, _rx) = writer::session_queue(writer::FlowLimits::default().session_queue);
             assert!(w[0].shared.bind(1_000_000 + c, tx));
         }
         let to_idle = (0..200).filter(|_| pick(&pool) == 2).count();
@@ -1403,7 +1413,7 @@ mod tests {
     #[test]
     fn unknown_dc_indexes_use_the_default_cluster() {
         let (pool, _w) = pool_with_writers("", 1);
-        let (tx, _rx) = writer::session_queue();
+        let (tx, _rx) = writer::session_queue(writer::FlowLimits::default().session_queue);
         let s = pool.settings();
         for dc in [0i16, 4, -4, 203] {
             match pool.try_bind(dc, &s, &tx) {

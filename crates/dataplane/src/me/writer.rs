@@ -38,24 +38,64 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket write that makes no progress for this long marks the link stalled: its sessions
 /// are closed and the pool replaces it (docs/ME-MODEL.md "Flow control").
 pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
-/// Frames queued towards one client session before the session counts as too slow and is
-/// closed (its client reconnects) instead of holding up the link's reader.
-const SESSION_QUEUE: usize = 256;
 /// Answer bytes queued towards one client session at most (a frame larger than this waits
 /// for an empty queue): bounds what a client that stops reading can pin in memory.
 const SESSION_BYTES: usize = 1024 * 1024;
-/// How long the link's reader waits for room in a full session queue before closing that
-/// session (telemt's `me_route_blocking_send_timeout_ms` default).
-const BLOCKING_SEND: Duration = Duration::from_millis(250);
 /// Bytes one session may have queued towards its link: a client uploading fast waits for its
 /// own packets to leave instead of filling the queue ahead of every other session.
 pub(crate) const UP_SHARE: usize = 256 * 1024;
-/// Packets queued towards one link; senders wait when it is full (backpressure per link).
-/// Small on purpose: entries can be 64 KiB client frames, and at 1024 a dpbench run kept
-/// ~200 MiB of RSS after 1 GiB relayed, at 128 ~55 MiB, at the same throughput.
-const CMD_QUEUE: usize = 128;
 /// Bytes batched into one socket write by the write loop.
 const WRITE_BATCH: usize = 256 * 1024;
+
+/// The queue sizes and waits of the ME route (`general.me_route_*`, `me_writer_*`, `me_c2me_*`,
+/// `me_d2c_*`; defaults and reasons in docs/DECISIONS.md #43).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FlowLimits {
+    /// Frames queued towards one client session before the session counts as too slow and
+    /// is closed (its client reconnects) instead of holding up the link's reader.
+    pub(crate) session_queue: usize,
+    /// How long the link's reader waits for room in a full session queue before closing
+    /// that session; `None` = as long as it takes.
+    pub(crate) blocking_send: Option<Duration>,
+    /// Packets queued towards one link; senders wait when it is full (backpressure per
+    /// link). Small on purpose: entries can be 64 KiB client frames, and at 1024 a dpbench
+    /// run kept ~200 MiB of RSS after 1 GiB relayed, at 128 ~55 MiB, at the same throughput.
+    pub(crate) cmd_queue: usize,
+    /// How long a session waits to queue a packet towards its link (link queue or its own
+    /// share full) before it gives up and closes; `None` = as long as it takes.
+    pub(crate) enqueue_wait: Option<Duration>,
+    /// Answer bytes and answers coalesced into one client write at most.
+    pub(crate) batch_bytes: usize,
+    pub(crate) batch_frames: usize,
+}
+
+impl FlowLimits {
+    pub(crate) fn from_config(g: &config::General) -> Self {
+        let bound = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        Self {
+            session_queue: g.me_route_channel_capacity.max(1),
+            blocking_send: bound(g.me_route_blocking_send_timeout_ms),
+            cmd_queue: g.me_writer_cmd_channel_capacity.max(1),
+            enqueue_wait: bound(g.me_c2me_send_timeout_ms),
+            batch_bytes: g.me_d2c_flush_batch_max_bytes.max(1),
+            batch_frames: g.me_d2c_flush_batch_max_frames.max(1),
+        }
+    }
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        Self::from_config(&config::General::default())
+    }
+}
+
+/// Awaits `f`, for at most `wait` when it is set.
+async fn bounded<F: std::future::Future>(wait: Option<Duration>, f: F) -> Option<F::Output> {
+    match wait {
+        Some(w) => tokio::time::timeout(w, f).await.ok(),
+        None => Some(f.await),
+    }
+}
 
 /// What a writer delivers to one bound session.
 #[derive(Debug)]
@@ -82,9 +122,9 @@ pub(crate) struct SessionRx {
     budget: Arc<tokio::sync::Semaphore>,
 }
 
-/// A new session queue.
-pub(crate) fn session_queue() -> (SessionTx, SessionRx) {
-    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+/// A new session queue of `frames` entries (and [`SESSION_BYTES`]).
+pub(crate) fn session_queue(frames: usize) -> (SessionTx, SessionRx) {
+    let (tx, rx) = mpsc::channel(frames.max(1));
     let budget = Arc::new(tokio::sync::Semaphore::new(SESSION_BYTES));
     (
         SessionTx {
@@ -111,8 +151,8 @@ enum Undelivered {
 }
 
 impl SessionTx {
-    /// Queues `d`, waiting up to `wait` for room (frames and bytes).
-    async fn deliver(&self, d: Down, wait: Duration) -> Result<bool, Undelivered> {
+    /// Queues `d`, waiting up to `wait` for room (frames and bytes; `None`: no bound).
+    async fn deliver(&self, d: Down, wait: Option<Duration>) -> Result<bool, Undelivered> {
         let n = cost(&d);
         let mut waited = false;
         let permit = match self.budget.try_acquire_many(n) {
@@ -120,10 +160,10 @@ impl SessionTx {
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Undelivered::Closed),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 waited = true;
-                match tokio::time::timeout(wait, self.budget.acquire_many(n)).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(Undelivered::Closed),
-                    Err(_) => return Err(Undelivered::Full),
+                match bounded(wait, self.budget.acquire_many(n)).await {
+                    Some(Ok(p)) => p,
+                    Some(Err(_)) => return Err(Undelivered::Closed),
+                    None => return Err(Undelivered::Full),
                 }
             }
         };
@@ -132,10 +172,10 @@ impl SessionTx {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Undelivered::Closed),
             Err(mpsc::error::TrySendError::Full(d)) => {
                 waited = true;
-                match tokio::time::timeout(wait, self.tx.send(d)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(Undelivered::Closed),
-                    Err(_) => Err(Undelivered::Full),
+                match bounded(wait, self.tx.send(d)).await {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(_)) => Err(Undelivered::Closed),
+                    None => Err(Undelivered::Full),
                 }
             }
         };
@@ -324,6 +364,15 @@ impl WriterShared {
     }
 }
 
+/// Why a session's packet did not reach its link's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendError {
+    /// The link is gone.
+    Gone,
+    /// No room within the session's enqueue bound (`me_c2me_send_timeout_ms`).
+    Stalled,
+}
+
 /// A live writer as the pool and sessions hold it.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
@@ -338,15 +387,46 @@ impl Writer {
         &self,
         payload: Vec<u8>,
         share: &Arc<tokio::sync::Semaphore>,
-    ) -> Result<(), ()> {
+        wait: Option<Duration>,
+    ) -> Result<(), SendError> {
         let n = payload.len().min(UP_SHARE) as u32;
+        // Room in both the session's share and the link's queue: no timer, no allocation.
+        let (payload, permit) = match Arc::clone(share).try_acquire_many_owned(n) {
+            Ok(permit) => match self.cmd.try_send(Cmd::Packet(payload, Some(permit))) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Gone),
+                Err(mpsc::error::TrySendError::Full(Cmd::Packet(p, permit))) => (p, permit),
+                Err(mpsc::error::TrySendError::Full(Cmd::Close(_))) => return Err(SendError::Gone),
+            },
+            Err(_) => (payload, None),
+        };
+        // Boxed: the waiting (with its timer) stays out of every session's future and is
+        // allocated only when a queue is full.
+        Box::pin(self.send_waiting(payload, permit, share, n, wait)).await
+    }
+
+    async fn send_waiting(
+        &self,
+        payload: Vec<u8>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        share: &Arc<tokio::sync::Semaphore>,
+        n: u32,
+        wait: Option<Duration>,
+    ) -> Result<(), SendError> {
         let queued = async {
-            let permit = Arc::clone(share).acquire_many_owned(n).await.ok();
+            let permit = match permit {
+                Some(p) => Some(p),
+                None => Arc::clone(share).acquire_many_owned(n).await.ok(),
+            };
             self.cmd.send(Cmd::Packet(payload, permit)).await
         };
         tokio::select! {
-            r = queued => r.map_err(|_| ()),
-            _ = self.shared.closed.cancelled() => Err(()),
+            r = bounded(wait, queued) => match r {
+                Some(Ok(())) => Ok(()),
+                Some(Err(_)) => Err(SendError::Gone),
+                None => Err(SendError::Stalled),
+            },
+            _ = self.shared.closed.cancelled() => Err(SendError::Gone),
         }
     }
 
@@ -379,6 +459,7 @@ pub(crate) struct Open<'a> {
     /// Our address as the middle proxy sees it (KDF): `None` = the socket's local address.
     pub(crate) kdf_addr: Option<SocketAddr>,
     pub(crate) keepalive: Keepalive,
+    pub(crate) flow: FlowLimits,
 }
 
 /// Why a writer could not be opened.
@@ -452,7 +533,7 @@ pub(crate) async fn start(
         .await
         .map_err(|_| OpenError::Timeout)??;
     let shared = Arc::new(WriterShared::new(o.id, o.endpoint, o.dc, o.generation));
-    let (cmd, cmd_rx) = mpsc::channel(CMD_QUEUE);
+    let (cmd, cmd_rx) = mpsc::channel(o.flow.cmd_queue);
     let writer = Writer {
         shared: Arc::clone(&shared),
         cmd: cmd.clone(),
@@ -461,6 +542,7 @@ pub(crate) async fn start(
         shared,
         stats,
         keepalive: o.keepalive,
+        flow: o.flow,
         cmd,
     };
     tokio::spawn(task.run(link, read, write, cmd_rx));
@@ -507,6 +589,7 @@ struct LinkTask {
     shared: Arc<WriterShared>,
     stats: Arc<Stats>,
     keepalive: Keepalive,
+    flow: FlowLimits,
     /// For pongs and closes the reader asks the write loop to send.
     cmd: mpsc::Sender<Cmd>,
 }
@@ -747,7 +830,7 @@ impl LinkTask {
             return Ok(());
         };
         mp.rpc_proxy_req_signal_response_total.inc();
-        match tx.deliver(down, BLOCKING_SEND).await {
+        match tx.deliver(down, self.flow.blocking_send).await {
             // The client reads slower than its answers arrive (a bulk download): the link's
             // reader was held for a moment, like TCP would.
             Ok(waited) => {
@@ -799,7 +882,7 @@ impl Writer {
     pub(crate) fn detached(id: u64, dc: i16, generation: u64) -> (Self, mpsc::Receiver<Cmd>) {
         let endpoint = SocketAddr::from(([127, 0, 0, 1], 8888));
         let shared = Arc::new(WriterShared::new(id, endpoint, dc, generation));
-        let (cmd, rx) = mpsc::channel(CMD_QUEUE);
+        let (cmd, rx) = mpsc::channel(FlowLimits::default().cmd_queue);
         (Self { shared, cmd }, rx)
     }
 }
@@ -807,6 +890,13 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default reader wait for a full session queue.
+    const WAIT: Option<Duration> = Some(Duration::from_millis(250));
+
+    fn session_queue() -> (SessionTx, SessionRx) {
+        super::session_queue(FlowLimits::default().session_queue)
+    }
 
     #[tokio::test]
     async fn releasing_a_conn_the_middle_proxy_closed_sends_nothing() {
@@ -829,23 +919,23 @@ mod tests {
         let (tx, mut rx) = session_queue();
         // A frame as large as the whole byte budget fits an empty queue.
         assert!(matches!(
-            tx.deliver(Down::Data(vec![0; SESSION_BYTES + 10], 0), BLOCKING_SEND)
+            tx.deliver(Down::Data(vec![0; SESSION_BYTES + 10], 0), WAIT)
                 .await,
             Ok(false)
         ));
         // The next one waits for budget: none comes back, so it is refused after the wait.
         let t = tokio::time::Instant::now();
-        let r = tx.deliver(Down::Data(vec![1; 100], 0), BLOCKING_SEND).await;
+        let r = tx.deliver(Down::Data(vec![1; 100], 0), WAIT).await;
         assert!(matches!(r, Err(Undelivered::Full)));
-        assert_eq!(t.elapsed(), BLOCKING_SEND);
+        assert_eq!(Some(t.elapsed()), WAIT);
         // Once the session takes its answer the budget is back.
         assert!(matches!(rx.try_recv(), Some(Down::Data(d, 0)) if d.len() == SESSION_BYTES + 10));
         assert!(matches!(
-            tx.deliver(Down::Data(vec![2; 100], 0), BLOCKING_SEND).await,
+            tx.deliver(Down::Data(vec![2; 100], 0), WAIT).await,
             Ok(false)
         ));
         // A reader draining while the sender waits lets it through (counted as a wait).
-        let big = tx.deliver(Down::Data(vec![3; SESSION_BYTES], 0), BLOCKING_SEND);
+        let big = tx.deliver(Down::Data(vec![3; SESSION_BYTES], 0), WAIT);
         let drain = async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             rx.recv().await
@@ -855,12 +945,12 @@ mod tests {
         assert!(matches!(got, Some(Down::Data(d, 0)) if d == vec![2; 100]));
         // Control messages cost no budget; a dropped receiver is reported as closed.
         assert!(matches!(
-            tx.deliver(Down::Ack([1, 2, 3, 4]), BLOCKING_SEND).await,
+            tx.deliver(Down::Ack([1, 2, 3, 4]), WAIT).await,
             Ok(false)
         ));
         drop(rx);
         assert!(matches!(
-            tx.deliver(Down::Ack([0; 4]), BLOCKING_SEND).await,
+            tx.deliver(Down::Ack([0; 4]), WAIT).await,
             Err(Undelivered::Closed)
         ));
     }
@@ -868,15 +958,55 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn frame_count_bounds_the_queue_too() {
         let (tx, _rx) = session_queue();
-        for _ in 0..SESSION_QUEUE {
+        for _ in 0..FlowLimits::default().session_queue {
             assert!(matches!(
-                tx.deliver(Down::Ack([0; 4]), BLOCKING_SEND).await,
+                tx.deliver(Down::Ack([0; 4]), WAIT).await,
                 Ok(false)
             ));
         }
         assert!(matches!(
-            tx.deliver(Down::Ack([0; 4]), BLOCKING_SEND).await,
+            tx.deliver(Down::Ack([0; 4]), WAIT).await,
             Err(Undelivered::Full)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_bound_the_reader_waits_for_room() {
+        let (tx, mut rx) = super::session_queue(1);
+        assert!(matches!(
+            tx.deliver(Down::Ack([0; 4]), None).await,
+            Ok(false)
+        ));
+        // Full: an hour later the delivery still waits.
+        let mut second = std::pin::pin!(tx.deliver(Down::Ack([1; 4]), None));
+        assert!(tokio::time::timeout(Duration::from_secs(3600), &mut second)
+            .await
+            .is_err());
+        assert!(matches!(rx.try_recv(), Some(Down::Ack([0, 0, 0, 0]))));
+        assert!(matches!(second.await, Ok(true)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_gives_up_on_a_link_queue_that_does_not_drain() {
+        let (w, mut rx) = Writer::detached(1, 2, 1);
+        let share = Arc::new(tokio::sync::Semaphore::new(UP_SHARE));
+        let wait = Some(Duration::from_secs(4));
+        for _ in 0..FlowLimits::default().cmd_queue {
+            assert_eq!(w.send(vec![0; 16], &share, wait).await, Ok(()));
+        }
+        let t = tokio::time::Instant::now();
+        assert_eq!(
+            w.send(vec![0; 16], &share, wait).await,
+            Err(SendError::Stalled)
+        );
+        assert_eq!(Some(t.elapsed()), wait);
+        // Room again: the packet goes through; a closed link refuses at once.
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(w.send(vec![0; 16], &share, wait).await, Ok(()));
+        w.close();
+        assert_eq!(
+            w.send(vec![0; 16], &share, None).await,
+            Err(SendError::Gone)
+        );
     }
 }

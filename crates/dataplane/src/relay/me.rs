@@ -26,11 +26,8 @@ use tokio::net::TcpStream;
 
 use super::{idle_watch, Activity, ChunkBuf, ClientIn, ClientOut, Meter, RelayEnd};
 use crate::io_util::write_all;
-use crate::me::writer::{Down, SessionRx, Writer};
+use crate::me::writer::{Down, FlowLimits, SendError, SessionRx, Writer};
 use crate::policy::{IdlePolicy, UserRuntime};
-
-/// Answers batched into one client write at most.
-const DOWN_BATCH: usize = 256 * 1024;
 
 /// Everything one ME session needs.
 pub(crate) struct MeRelay<'a> {
@@ -50,6 +47,7 @@ pub(crate) struct MeRelay<'a> {
     pub(crate) writer: Writer,
     pub(crate) conn_id: u64,
     pub(crate) down: SessionRx,
+    pub(crate) flow: FlowLimits,
     /// The client's address and the address it reached (RPC_PROXY_REQ, §7.6).
     pub(crate) client_addr: SocketAddr,
     pub(crate) our_addr: SocketAddr,
@@ -75,6 +73,7 @@ impl MeRelay<'_> {
             writer,
             conn_id,
             down,
+            flow,
             client_addr,
             our_addr,
             ad_tag,
@@ -98,6 +97,7 @@ impl MeRelay<'_> {
             our_addr,
             ad_tag,
             stats,
+            enqueue_wait: flow.enqueue_wait,
         };
         let up = up.run(
             client,
@@ -107,9 +107,12 @@ impl MeRelay<'_> {
             meter,
             &activity,
         );
-        let down = downstream(
-            down, client, client_enc, framing, client_out, meter, &activity,
-        );
+        let down = Downstream {
+            framing,
+            flow,
+            client_out,
+        }
+        .run(down, client, client_enc, meter, &activity);
         let both = async { tokio::try_join!(up, down) };
         let end = tokio::select! {
             r = both => match r {
@@ -139,6 +142,7 @@ struct Upstream<'a> {
     our_addr: SocketAddr,
     ad_tag: Option<[u8; 16]>,
     stats: &'a Stats,
+    enqueue_wait: Option<std::time::Duration>,
 }
 
 impl Upstream<'_> {
@@ -209,12 +213,15 @@ impl Upstream<'_> {
                     &mut req,
                 );
                 req.extend_from_slice(payload);
-                if self.writer.send(req, &share).await.is_err() {
+                if let Err(e) = self.writer.send(req, &share, self.enqueue_wait).await {
                     self.stats
                         .middle_proxy_counters()
                         .rpc_proxy_req_signal_failed_total
                         .inc();
-                    return Err(RelayEnd::Cancelled("middle-proxy link lost"));
+                    return Err(RelayEnd::Cancelled(match e {
+                        SendError::Gone => "middle-proxy link lost",
+                        SendError::Stalled => "middle-proxy link not draining",
+                    }));
                 }
                 self.stats
                     .middle_proxy_counters()
@@ -252,50 +259,64 @@ impl Upstream<'_> {
 }
 
 /// Middle proxy → client: answers framed in the client's framing, several per write.
-async fn downstream(
-    mut down: SessionRx,
-    client: &TcpStream,
-    enc: &mut AesCtr,
+struct Downstream {
     framing: Framing,
-    mut client_out: ClientOut,
-    meter: Meter<'_>,
-    activity: &Activity,
-) -> Result<(), RelayEnd> {
-    let mut plain = Vec::new();
-    let mut wire = Vec::new();
-    loop {
-        let Some(first) = down.recv().await else {
-            return Err(RelayEnd::Cancelled("middle-proxy link lost"));
-        };
-        let mut closed = frame_down(first, framing, &mut plain)?;
-        while !closed && plain.len() < DOWN_BATCH {
-            match down.try_recv() {
-                Some(d) => closed = frame_down(d, framing, &mut plain)?,
-                None => break,
-            }
-        }
-        if !plain.is_empty() {
-            activity.touch(false);
-            enc.apply_in_place(&mut plain);
-            // Plain clients get the buffer as it is; ee clients need record headers around it.
-            let out = if client_out.is_tls() {
-                client_out.begin();
-                client_out.wrap(&plain, &mut wire);
-                &wire
-            } else {
-                &plain
+    flow: FlowLimits,
+    client_out: ClientOut,
+}
+
+impl Downstream {
+    async fn run(
+        self,
+        mut down: SessionRx,
+        client: &TcpStream,
+        enc: &mut AesCtr,
+        meter: Meter<'_>,
+        activity: &Activity,
+    ) -> Result<(), RelayEnd> {
+        let Downstream {
+            framing,
+            flow,
+            mut client_out,
+        } = self;
+        let mut plain = Vec::new();
+        let mut wire = Vec::new();
+        loop {
+            let Some(first) = down.recv().await else {
+                return Err(RelayEnd::Cancelled("middle-proxy link lost"));
             };
-            write_all(client, out).await?;
-            let n = out.len();
-            meter.count_to_client(n);
-            plain.clear();
-            wire.clear();
-            meter.check_quota()?;
-            meter.pace(false, n).await;
-        }
-        if closed {
-            // The middle proxy closed this connection: the session ends.
-            return Err(RelayEnd::Closed);
+            let mut closed = frame_down(first, framing, &mut plain)?;
+            let mut frames = 1;
+            while !closed && plain.len() < flow.batch_bytes && frames < flow.batch_frames {
+                match down.try_recv() {
+                    Some(d) => closed = frame_down(d, framing, &mut plain)?,
+                    None => break,
+                }
+                frames += 1;
+            }
+            if !plain.is_empty() {
+                activity.touch(false);
+                enc.apply_in_place(&mut plain);
+                // Plain clients get the buffer as it is; ee clients need record headers around it.
+                let out = if client_out.is_tls() {
+                    client_out.begin();
+                    client_out.wrap(&plain, &mut wire);
+                    &wire
+                } else {
+                    &plain
+                };
+                write_all(client, out).await?;
+                let n = out.len();
+                meter.count_to_client(n);
+                plain.clear();
+                wire.clear();
+                meter.check_quota()?;
+                meter.pace(false, n).await;
+            }
+            if closed {
+                // The middle proxy closed this connection: the session ends.
+                return Err(RelayEnd::Closed);
+            }
         }
     }
 }
