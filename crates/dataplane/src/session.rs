@@ -236,7 +236,7 @@ pub(crate) async fn handle(
                 idle: policy.idle,
                 throttle: &throttle,
                 shaping: policy.tls_record_shaping,
-                max_frame: policy.max_client_frame,
+                max_frame: policy.max_client_frame.min(proto::me::MAX_PROXY_REQ_DATA),
                 writer,
                 conn_id,
                 down: down_rx,

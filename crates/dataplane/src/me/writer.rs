@@ -44,6 +44,9 @@ const SESSION_BYTES: usize = 1024 * 1024;
 /// Bytes one session may have queued towards its link: a client uploading fast waits for its
 /// own packets to leave instead of filling the queue ahead of every other session.
 pub(crate) const UP_SHARE: usize = 256 * 1024;
+/// Control packets (pongs, closes) queued towards one link, ahead of its data: a link busy
+/// with uploads still answers pings and forgets ids at once.
+const CTRL_QUEUE: usize = 1024;
 /// Bytes batched into one socket write by the write loop.
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -378,6 +381,7 @@ pub(crate) enum SendError {
 pub(crate) struct Writer {
     pub(crate) shared: Arc<WriterShared>,
     cmd: mpsc::Sender<Cmd>,
+    ctrl: mpsc::Sender<Cmd>,
 }
 
 impl Writer {
@@ -438,7 +442,7 @@ impl Writer {
         }
         if self.shared.alive() {
             // A full queue means the link is stalled; the ME forgets the id with the link.
-            let _ = self.cmd.try_send(Cmd::Close(conn_id));
+            let _ = self.ctrl.try_send(Cmd::Close(conn_id));
         }
         true
     }
@@ -534,22 +538,26 @@ pub(crate) async fn start(
         .map_err(|_| OpenError::Timeout)??;
     let shared = Arc::new(WriterShared::new(o.id, o.endpoint, o.dc, o.generation));
     let (cmd, cmd_rx) = mpsc::channel(o.flow.cmd_queue);
+    let (ctrl, ctrl_rx) = mpsc::channel(CTRL_QUEUE);
     let writer = Writer {
         shared: Arc::clone(&shared),
-        cmd: cmd.clone(),
+        cmd,
+        ctrl: ctrl.clone(),
     };
     let task = LinkTask {
         shared,
         stats,
         keepalive: o.keepalive,
         flow: o.flow,
-        cmd,
+        ctrl,
     };
-    tokio::spawn(task.run(link, read, write, cmd_rx));
+    tokio::spawn(task.run(link, read, write, (cmd_rx, ctrl_rx)));
     Ok(writer)
 }
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write loop's receivers: data packets, and control packets that go first.
+type CmdQueues = (mpsc::Receiver<Cmd>, mpsc::Receiver<Cmd>);
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 async fn handshake(
@@ -591,7 +599,7 @@ struct LinkTask {
     keepalive: Keepalive,
     flow: FlowLimits,
     /// For pongs and closes the reader asks the write loop to send.
-    cmd: mpsc::Sender<Cmd>,
+    ctrl: mpsc::Sender<Cmd>,
 }
 
 /// Why a link ended (logged and counted).
@@ -618,7 +626,8 @@ impl std::fmt::Display for LinkEnd {
 }
 
 impl LinkTask {
-    async fn run(self, link: RpcLink, read: BoxRead, write: BoxWrite, cmd_rx: mpsc::Receiver<Cmd>) {
+    /// `queues`: the data and control receivers of the write loop.
+    async fn run(self, link: RpcLink, read: BoxRead, write: BoxWrite, queues: CmdQueues) {
         let RpcLink {
             sender, receiver, ..
         } = link;
@@ -629,7 +638,7 @@ impl LinkTask {
         let mut write_task = tokio::spawn({
             let this = Arc::clone(&this);
             let pings = Arc::clone(&pings);
-            async move { this.write_loop(sender, write, cmd_rx, &pings).await }
+            async move { this.write_loop(sender, write, queues, &pings).await }
         });
         let end = tokio::select! {
             e = &mut write_task => e.unwrap_or_else(|e| LinkEnd::Protocol(format!("write loop: {e}"))),
@@ -678,7 +687,7 @@ impl LinkTask {
         &self,
         mut sender: RpcSender,
         mut write: BoxWrite,
-        mut rx: mpsc::Receiver<Cmd>,
+        (mut rx, mut ctrl): CmdQueues,
         pings: &Mutex<Option<(u64, Instant)>>,
     ) -> LinkEnd {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -688,6 +697,9 @@ impl LinkTask {
         loop {
             let ping_at = next_ping;
             let cmd = tokio::select! {
+                biased;
+                // Never closed while the read loop (which holds a sender) runs.
+                Some(c) = ctrl.recv() => Some(c),
                 c = rx.recv() => match c {
                     Some(c) => Some(c),
                     None => return LinkEnd::Retired,
@@ -715,9 +727,9 @@ impl LinkTask {
             if let Some(c) = cmd {
                 self.encode(c, &mut sender, &mut out);
             }
-            // Batch whatever else is already queued into the same write.
+            // Batch whatever else is already queued into the same write, control first.
             while out.len() < WRITE_BATCH {
-                match rx.try_recv() {
+                match ctrl.try_recv().or_else(|_| rx.try_recv()) {
                     Ok(c) => self.encode(c, &mut sender, &mut out),
                     Err(_) => break,
                 }
@@ -783,7 +795,16 @@ impl LinkTask {
         pings: &Mutex<Option<(u64, Instant)>>,
     ) -> Result<(), String> {
         let mp = self.stats.middle_proxy_counters();
-        let msg = MeMessage::parse(&packet).map_err(|e| e.to_string())?;
+        let msg = match MeMessage::parse(&packet) {
+            Ok(m) => m,
+            // A message type we do not know (a newer middle proxy): skipped, the link and its
+            // other sessions carry on. A known type with a broken body still ends the link.
+            Err(proto::me::RpcError::UnexpectedType(t)) => {
+                tracing::debug!(writer = self.shared.id, message_type = %format_args!("{t:#010x}"), "unknown ME message skipped");
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let (conn_id, down) = match msg {
             MeMessage::ProxyAns {
                 flags,
@@ -806,7 +827,7 @@ impl LinkTask {
             }
             MeMessage::Ping { ping_id } => {
                 let _ = self
-                    .cmd
+                    .ctrl
                     .try_send(Cmd::Packet(pong_payload(ping_id).to_vec(), None));
                 return Ok(());
             }
@@ -826,7 +847,7 @@ impl LinkTask {
         let Some(tx) = self.shared.route(conn_id) else {
             // An answer for a session we no longer know: tell the ME to forget it (§7.8).
             mp.route_drop_no_conn_total.inc();
-            let _ = self.cmd.try_send(Cmd::Close(conn_id));
+            let _ = self.ctrl.try_send(Cmd::Close(conn_id));
             return Ok(());
         };
         mp.rpc_proxy_req_signal_response_total.inc();
@@ -845,14 +866,14 @@ impl LinkTask {
                 mp.route_drop_queue_full_total.inc();
                 mp.route_drop_queue_full_high_total.inc();
                 if self.shared.unbind(conn_id) {
-                    let _ = self.cmd.try_send(Cmd::Close(conn_id));
+                    let _ = self.ctrl.try_send(Cmd::Close(conn_id));
                 }
                 tx.close();
             }
             Err(Undelivered::Closed) => {
                 mp.route_drop_channel_closed_total.inc();
                 if self.shared.unbind(conn_id) {
-                    let _ = self.cmd.try_send(Cmd::Close(conn_id));
+                    let _ = self.ctrl.try_send(Cmd::Close(conn_id));
                 }
             }
         }
@@ -883,7 +904,8 @@ impl Writer {
         let endpoint = SocketAddr::from(([127, 0, 0, 1], 8888));
         let shared = Arc::new(WriterShared::new(id, endpoint, dc, generation));
         let (cmd, rx) = mpsc::channel(FlowLimits::default().cmd_queue);
-        (Self { shared, cmd }, rx)
+        let ctrl = cmd.clone();
+        (Self { shared, cmd, ctrl }, rx)
     }
 }
 

@@ -281,6 +281,43 @@ async fn broken_frames_and_closes_from_the_dc_are_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_from_the_middle_proxy_and_unknown_messages_do_not_disturb_the_link() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let mut opts = MeOptions::new(secret.clone());
+    opts.misbehave.ping_every = Some(Duration::from_millis(50));
+    opts.misbehave.unknown_before_answers = true;
+    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
+    let s = start_me(&[&me], &secret, "").await;
+    s.wait_ready().await;
+    // Bulk traffic both ways while the middle proxy pings: every ping is answered, every
+    // unknown message skipped, the packets arrive intact.
+    let mut a = s.h.connect(Mode::Intermediate, 0).await;
+    let mut b = s.h.connect(Mode::Secure, 1).await;
+    for _ in 0..4 {
+        packet_echo(&mut a, &[65_536, 300_000, 4]).await;
+        packet_echo(&mut b, &[1000, 200_000]).await;
+    }
+    me.wait_until(Duration::from_secs(10), |m| m.counters().pongs_in >= 5)
+        .await;
+    let c = me.counters();
+    assert!(c.pongs_in >= 5, "{c:?}");
+    let lost = || s.h.stats.pool().writer_removed_unexpected_total;
+    assert_eq!(lost(), 0, "no link was lost: {c:?}");
+
+    // A client frame too long for one RPC_PROXY_REQ ends that session only (refused on its
+    // length, before any payload).
+    let too_long = (proto::me::MAX_PROXY_REQ_DATA + 4) as u32;
+    let mut big = s.h.connect(Mode::Intermediate, 0).await;
+    big.send(&too_long.to_le_bytes()).await.expect("send");
+    big.set_timeout(Duration::from_secs(10));
+    let _ = big.wait_eof().await;
+    packet_echo(&mut a, &[512]).await;
+    assert_eq!(lost(), 0);
+    assert_eq!(s.h.stats.desync().desync_total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_middle_proxy_is_detected_and_its_clients_closed() {
     let secret = random_proxy_secret();
     let dc = TestDc::start(DcMode::Echo).await.expect("DC");

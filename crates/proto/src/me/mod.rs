@@ -28,7 +28,8 @@ pub use msg::{
 };
 pub use rpc::{
     encode_packet, handshake_payload, pad_to_block, parse_handshake_answer, write_proxy_req_header,
-    MeMessage, RpcError, RpcNonce, RpcPacket, RpcPacketDecoder,
+    MeMessage, RpcError, RpcNonce, RpcPacket, RpcPacketDecoder, MAX_PACKET_LEN, MAX_PROXY_REQ_DATA,
+    PROXY_REQ_MAX_HEADER,
 };
 
 #[cfg(test)]

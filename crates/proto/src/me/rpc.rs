@@ -45,6 +45,12 @@ pub const TL_PROXY_TAG: u32 = 0xdb1e_26ae;
 pub const HANDSHAKE_FLAG_CRC32C: u32 = 0x800;
 /// Largest `total_len`.
 pub const MAX_PACKET_LEN: usize = 1 << 24;
+/// Longest RPC_PROXY_REQ header: type, flags, conn_id, two 16-byte addresses with ports,
+/// and the ad-tag extra block.
+pub const PROXY_REQ_MAX_HEADER: usize = 4 + 4 + 8 + 20 + 20 + 4 + 24;
+/// Longest client packet one RPC_PROXY_REQ can carry: a longer client frame would make a
+/// packet no middle proxy accepts (§7.2), so the ME route refuses it as too large.
+pub const MAX_PROXY_REQ_DATA: usize = MAX_PACKET_LEN - 12 - PROXY_REQ_MAX_HEADER;
 
 /// PROXY_REQ flag bits (§7.7).
 pub mod flags {

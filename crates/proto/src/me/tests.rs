@@ -324,3 +324,18 @@ proptest! {
         let _ = d.decode(&bytes);
     }
 }
+
+#[test]
+fn the_longest_proxy_req_fits_one_packet() {
+    let mut req = Vec::new();
+    let v6: std::net::SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
+    write_proxy_req_header(0, u64::MAX, v6, v6, Some(&[7; 16]), &mut req);
+    assert_eq!(req.len(), PROXY_REQ_MAX_HEADER);
+    req.resize(PROXY_REQ_MAX_HEADER + MAX_PROXY_REQ_DATA, 0);
+    let mut wire = Vec::new();
+    super::encode_packet(-2, &req, super::Checksum::Crc32, &mut wire);
+    assert_eq!(wire.len(), MAX_PACKET_LEN);
+    // The proxy's own decoder takes it.
+    let mut d = RpcPacketDecoder::new();
+    assert!(d.decode(&wire).expect("decodes").is_some());
+}

@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering;
 
 use aes::cipher::StreamCipher;
 use proto::me::{
-    close_ext_payload, pong_payload, proxy_ans_payload, ProxyMessage, ProxyReq, RpcError,
-    RpcReceiver, RpcSender,
+    close_ext_payload, ping_payload, pong_payload, proxy_ans_payload, ProxyMessage, ProxyReq,
+    RpcError, RpcReceiver, RpcSender,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -94,6 +94,8 @@ impl<'a> Link<'a> {
     ) -> Result<(), String> {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let mut buf = vec![0u8; 64 * 1024];
+        let ping_every = self.opts.misbehave.ping_every;
+        let mut next_ping = ping_every.map(|d| tokio::time::Instant::now() + d);
         loop {
             // Packets already buffered (they may have followed the handshake).
             loop {
@@ -130,6 +132,11 @@ impl<'a> Link<'a> {
                     receiver.feed(&buf[..n]);
                 }
                 Some(ev) = ev_rx.recv() => self.on_dc_event(ev).await?,
+                _ = tokio::time::sleep_until(next_ping.unwrap_or_else(tokio::time::Instant::now)), if next_ping.is_some() => {
+                    next_ping = ping_every.map(|d| tokio::time::Instant::now() + d);
+                    self.sh.pings_out.fetch_add(1, Ordering::Relaxed);
+                    self.send(ping_payload(PING_ID_BASE + self.id).to_vec()).await?;
+                }
                 r = &mut self.write_task => {
                     return match r {
                         Ok(Ok(())) => Ok(()),
@@ -167,7 +174,12 @@ impl<'a> Link<'a> {
                 Ok(())
             }
             ProxyMessage::Ping { ping_id } => self.send(pong_payload(ping_id).to_vec()).await,
-            ProxyMessage::Pong { .. } => Ok(()),
+            ProxyMessage::Pong { ping_id } => {
+                if ping_id == PING_ID_BASE + self.id {
+                    self.sh.pongs_in.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -223,6 +235,12 @@ impl<'a> Link<'a> {
     async fn on_dc_event(&mut self, ev: DcEvent) -> Result<(), String> {
         match ev {
             DcEvent::Packet(conn_id, data) => {
+                if self.opts.misbehave.unknown_before_answers {
+                    // A type no proxy knows, with a body: the proxy must skip it.
+                    let mut odd = 0x7e57_0001u32.to_le_bytes().to_vec();
+                    odd.extend_from_slice(&conn_id.to_le_bytes());
+                    self.send(odd).await?;
+                }
                 let mut ans = Vec::with_capacity(16 + data.len());
                 proxy_ans_payload(0, conn_id, &data, &mut ans);
                 self.sh.conn(self.id, conn_id, |c| c.answers += 1);
@@ -244,6 +262,9 @@ impl Drop for Link<'_> {
         self.write_task.abort();
     }
 }
+
+/// Our RPC_PING ids: this plus the link id.
+const PING_ID_BASE: u64 = 0x5157_0000_0000_0000;
 
 /// Payloads queued for the write task; a full queue holds the link's reader, as a blocked
 /// socket write would.

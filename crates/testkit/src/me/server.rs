@@ -55,6 +55,11 @@ pub struct Misbehave {
     /// Our clock is off by this many seconds (and the proxy's crypto_ts is
     /// then not checked, so the proxy is the one to notice).
     pub clock_offset_secs: i64,
+    /// Send RPC_PING on every link at this interval (as Telegram's middle proxies do);
+    /// the proxy's RPC_PONGs are counted in [`MeCounters::pongs_in`].
+    pub ping_every: Option<std::time::Duration>,
+    /// Send a message of a type no proxy knows before every answer.
+    pub unknown_before_answers: bool,
 }
 
 /// Test middle proxy configuration.
@@ -103,6 +108,10 @@ pub struct MeCounters {
     pub dc_sessions: u64,
     /// Links currently open.
     pub active: u64,
+    /// RPC_PING sent by us ([`Misbehave::ping_every`]).
+    pub pings_out: u64,
+    /// RPC_PONG received with the id of one of our pings.
+    pub pongs_in: u64,
 }
 
 /// One proxy link as seen by the middle proxy.
@@ -164,6 +173,8 @@ pub(super) struct Shared {
     pub(super) frames_out: AtomicU64,
     pub(super) dc_sessions: AtomicU64,
     pub(super) active: AtomicU64,
+    pub(super) pings_out: AtomicU64,
+    pub(super) pongs_in: AtomicU64,
     pub(super) links: Mutex<Vec<MeLinkRecord>>,
     pub(super) conns: Mutex<Vec<MeConnRecord>>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -287,6 +298,8 @@ impl TestMe {
             frames_out: l(&s.frames_out),
             dc_sessions: l(&s.dc_sessions),
             active: l(&s.active),
+            pings_out: l(&s.pings_out),
+            pongs_in: l(&s.pongs_in),
         }
     }
 
