@@ -112,7 +112,37 @@ pub(crate) fn finish(
     if let Some(dc) = cfg.default_dc {
         within(dc.into(), 1, 5, "default_dc")?;
     }
+    inert_values(cfg, warnings);
     Ok(())
+}
+
+/// Warnings for valid values that do not do what a telemt user may expect (docs/DECISIONS.md
+/// #41); the values stay as written.
+fn inert_values(cfg: &Config, warnings: &mut Vec<String>) {
+    let g = &cfg.general;
+    let cap = crate::model::ME_HANDSHAKE_SECRET_LEN_MAX;
+    if g.proxy_secret_len_max > cap {
+        warnings.push(format!(
+            "general.proxy_secret_len_max = {} is above {cap} bytes, the longest proxy secret \
+             the middle-proxy handshake takes: secrets longer than {cap} bytes are rejected",
+            g.proxy_secret_len_max
+        ));
+    }
+    if !g.me_snapshot_reject_empty_map {
+        warnings.push(
+            "general.me_snapshot_reject_empty_map = false has no effect: \
+             general.me_snapshot_min_proxy_for_lines (at least 1) already rejects a proxy \
+             config without proxy_for rows"
+                .into(),
+        );
+    }
+    if !g.me_secret_atomic_snapshot {
+        warnings.push(
+            "general.me_secret_atomic_snapshot = false has no effect: the proxy secret and the \
+             middle-proxy endpoint map are always replaced together"
+                .into(),
+        );
+    }
 }
 
 fn normalise(cfg: &mut Config, facts: &RawFacts, warnings: &mut Vec<String>) {
@@ -349,9 +379,27 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
             "general.me_reconnect_backoff_base_ms",
             g.me_reconnect_backoff_base_ms,
         ),
+        (
+            "general.me_config_stable_snapshots",
+            g.me_config_stable_snapshots.into(),
+        ),
+        (
+            "general.proxy_secret_stable_snapshots",
+            g.proxy_secret_stable_snapshots.into(),
+        ),
+        (
+            "general.me_snapshot_min_proxy_for_lines",
+            g.me_snapshot_min_proxy_for_lines.into(),
+        ),
     ] {
         nonzero(v, key)?;
     }
+    within(
+        g.proxy_secret_len_max as u64,
+        32,
+        4096,
+        "general.proxy_secret_len_max",
+    )?;
     ensure(
         g.me_single_endpoint_outage_backoff_min_ms <= g.me_single_endpoint_outage_backoff_max_ms,
         || {

@@ -258,6 +258,84 @@ fn me_input_urls_default_to_telemt_and_cache_paths_follow_the_config_file() {
 }
 
 #[test]
+fn me_input_rules_default_to_telemt_and_are_read() {
+    let g = load(&base()).config.general;
+    assert_eq!(g.me_config_stable_snapshots, 2);
+    assert_eq!(g.me_config_apply_cooldown_secs, 300);
+    assert!(g.me_snapshot_require_http_2xx);
+    assert!(g.me_snapshot_reject_empty_map);
+    assert_eq!(g.me_snapshot_min_proxy_for_lines, 1);
+    assert_eq!(g.proxy_secret_stable_snapshots, 2);
+    assert!(g.proxy_secret_rotate_runtime);
+    assert!(g.me_secret_atomic_snapshot);
+    assert_eq!(g.proxy_secret_len_max, 256);
+    assert_eq!(g.effective_proxy_secret_len_max(), 256);
+
+    // Every key set to something else: read, and none is an unknown key.
+    let l = load(&format!(
+        "{}[general]\nme_config_stable_snapshots = 3\nme_config_apply_cooldown_secs = 0\n\
+         me_snapshot_require_http_2xx = false\nme_snapshot_min_proxy_for_lines = 10\n\
+         proxy_secret_stable_snapshots = 1\nproxy_secret_rotate_runtime = false\n\
+         proxy_secret_len_max = 128\nme_secret_atomic_snapshot = true\n\
+         me_snapshot_reject_empty_map = true\n",
+        base()
+    ));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let g = l.config.general;
+    assert_eq!(g.me_config_stable_snapshots, 3);
+    assert_eq!(g.me_config_apply_cooldown_secs, 0);
+    assert!(!g.me_snapshot_require_http_2xx);
+    assert_eq!(g.me_snapshot_min_proxy_for_lines, 10);
+    assert_eq!(g.proxy_secret_stable_snapshots, 1);
+    assert!(!g.proxy_secret_rotate_runtime);
+    assert_eq!(g.proxy_secret_len_max, 128);
+    assert_eq!(g.effective_proxy_secret_len_max(), 128);
+
+    // The range ends are valid.
+    for v in [32, 4096] {
+        let l = load(&format!(
+            "{}[general]\nproxy_secret_len_max = {v}\n",
+            base()
+        ));
+        assert_eq!(l.config.general.proxy_secret_len_max, v);
+    }
+}
+
+#[test]
+fn me_input_values_that_cannot_act_are_warnings() {
+    // Above what the ME handshake takes: loads (telemt's range), capped, with a warning.
+    let l = load(&format!(
+        "{}[general]\nproxy_secret_len_max = 1024\n",
+        base()
+    ));
+    assert_eq!(l.config.general.proxy_secret_len_max, 1024);
+    assert_eq!(l.config.general.effective_proxy_secret_len_max(), 256);
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert!(
+        l.warnings[0].contains("general.proxy_secret_len_max = 1024 is above 256 bytes"),
+        "{:?}",
+        l.warnings
+    );
+    let l = load(&format!(
+        "{}[general]\nme_snapshot_reject_empty_map = false\nme_secret_atomic_snapshot = false\n",
+        base()
+    ));
+    assert!(!l.config.general.me_snapshot_reject_empty_map);
+    assert!(!l.config.general.me_secret_atomic_snapshot);
+    for needle in [
+        "general.me_snapshot_reject_empty_map = false has no effect",
+        "general.me_secret_atomic_snapshot = false has no effect",
+    ] {
+        assert!(
+            l.warnings.iter().any(|w| w.contains(needle)),
+            "missing {needle}: {:?}",
+            l.warnings
+        );
+    }
+    assert!(!l.warnings.iter().any(|w| w.contains("unknown key")));
+}
+
+#[test]
 fn a_bad_user_secret_invalidates_the_config() {
     for bad in ["\"nothex\"", "\"abc\"", "42", &format!("\"{ALICE}00\"")] {
         let text = format!("[access.users]\nok = \"{ALICE}\"\nalice = {bad}\n");
@@ -390,6 +468,13 @@ const RULES: &[(&str, &str)] = &[
     ("[general]\nstun_nat_probe_concurrency = 0\n", "general.stun_nat_probe_concurrency must be > 0"),
     ("[general]\nme_init_retry_attempts = 1000001\n", "general.me_init_retry_attempts must be within [0, 1000000]"),
     ("[general]\nme_reinit_every_secs = 0\n", "general.me_reinit_every_secs must be > 0"),
+    ("[general]\nme_config_stable_snapshots = 0\n", "general.me_config_stable_snapshots must be > 0"),
+    ("[general]\nproxy_secret_stable_snapshots = 0\n", "general.proxy_secret_stable_snapshots must be > 0"),
+    ("[general]\nme_snapshot_min_proxy_for_lines = 0\n", "general.me_snapshot_min_proxy_for_lines must be > 0"),
+    ("[general]\nproxy_secret_len_max = 31\n", "general.proxy_secret_len_max must be within [32, 4096], got 31"),
+    ("[general]\nproxy_secret_len_max = 4097\n", "general.proxy_secret_len_max must be within [32, 4096], got 4097"),
+    ("[general]\nme_config_stable_snapshots = 256\n", "expected u8"),
+    ("[general]\nme_snapshot_require_http_2xx = \"no\"\n", "expected a boolean"),
     ("[general]\nme_single_endpoint_shadow_writers = 33\n", "general.me_single_endpoint_shadow_writers must be within [0, 32]"),
     ("[general]\nme_adaptive_floor_min_writers_single_endpoint = 0\n", "general.me_adaptive_floor_min_writers_single_endpoint must be within [1, 32]"),
     ("[general]\nme_adaptive_floor_min_writers_multi_endpoint = 33\n", "general.me_adaptive_floor_min_writers_multi_endpoint must be within [1, 32]"),

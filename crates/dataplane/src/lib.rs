@@ -429,8 +429,7 @@ impl Dataplane {
             pool.start();
             tasks.push(rt.spawn(me::supervise(
                 pool.clone(),
-                Arc::clone(&latest.config),
-                latest.path.clone(),
+                Arc::clone(&store),
                 Arc::clone(&startup),
                 inner.cancel.child_token(),
             )));

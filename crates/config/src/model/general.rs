@@ -111,6 +111,10 @@ pub const DEFAULT_PROXY_CONFIG_V6_URL: &str = "https://core.telegram.org/getProx
 const DEFAULT_PROXY_SECRET_PATH: &str = "proxy-secret";
 const DEFAULT_PROXY_CONFIG_V4_CACHE_PATH: &str = "cache/proxy-config-v4.txt";
 const DEFAULT_PROXY_CONFIG_V6_CACHE_PATH: &str = "cache/proxy-config-v6.txt";
+/// The longest proxy secret the ME handshake takes (`proto::me::handshake::SECRET_LEN`; a
+/// dataplane test keeps the two equal). `general.proxy_secret_len_max` accepts telemt's range
+/// [32, 4096], but no secret longer than this is ever accepted.
+pub const ME_HANDSHAKE_SECRET_LEN_MAX: usize = 256;
 
 /// `[general]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +222,27 @@ pub struct General {
     pub update_every: Option<u64>,
     pub proxy_secret_auto_reload_secs: u64,
     pub proxy_config_auto_reload_secs: u64,
+    /// Identical proxy-config downloads in a row before a changed config is applied.
+    pub me_config_stable_snapshots: u8,
+    /// Least seconds between two applied proxy-config changes; 0 = no cooldown.
+    pub me_config_apply_cooldown_secs: u64,
+    /// A downloaded proxy config counts only with a 2xx status.
+    pub me_snapshot_require_http_2xx: bool,
+    /// A proxy config without endpoints is rejected (see docs/DECISIONS.md #41 for how it
+    /// meets `me_snapshot_min_proxy_for_lines`).
+    pub me_snapshot_reject_empty_map: bool,
+    /// Least `proxy_for` rows a proxy config must list to be accepted.
+    pub me_snapshot_min_proxy_for_lines: u32,
+    /// Identical proxy-secret downloads in a row before a changed secret is applied.
+    pub proxy_secret_stable_snapshots: u8,
+    /// Whether a changed proxy secret is applied while running (false: only at start).
+    pub proxy_secret_rotate_runtime: bool,
+    /// Accepted for telemt configs; the secret and the endpoint map are always replaced
+    /// together, whatever its value (docs/DECISIONS.md #41).
+    pub me_secret_atomic_snapshot: bool,
+    /// Longest proxy secret accepted, at start and at refresh; see
+    /// [`General::effective_proxy_secret_len_max`].
+    pub proxy_secret_len_max: usize,
     pub me_reinit_every_secs: u64,
     pub hardswap: bool,
     pub me_pool_drain_ttl_secs: u64,
@@ -326,6 +351,15 @@ impl Default for General {
             update_every: Some(300),
             proxy_secret_auto_reload_secs: 3600,
             proxy_config_auto_reload_secs: 3600,
+            me_config_stable_snapshots: 2,
+            me_config_apply_cooldown_secs: 300,
+            me_snapshot_require_http_2xx: true,
+            me_snapshot_reject_empty_map: true,
+            me_snapshot_min_proxy_for_lines: 1,
+            proxy_secret_stable_snapshots: 2,
+            proxy_secret_rotate_runtime: true,
+            me_secret_atomic_snapshot: true,
+            proxy_secret_len_max: ME_HANDSHAKE_SECRET_LEN_MAX,
             me_reinit_every_secs: 900,
             hardswap: true,
             me_pool_drain_ttl_secs: 90,
@@ -407,6 +441,13 @@ impl General {
             .as_deref()
             .unwrap_or(DEFAULT_PROXY_CONFIG_V6_CACHE_PATH);
         relative_to_config(config_path, p)
+    }
+
+    /// `proxy_secret_len_max`, capped at what the ME handshake takes
+    /// ([`ME_HANDSHAKE_SECRET_LEN_MAX`]): a longer secret would be accepted only to make every
+    /// handshake fail.
+    pub fn effective_proxy_secret_len_max(&self) -> usize {
+        self.proxy_secret_len_max.min(ME_HANDSHAKE_SECRET_LEN_MAX)
     }
 
     /// Periodic ME reinit interval.

@@ -10,7 +10,7 @@ mod sections;
 
 pub use general::{
     relative_to_config, General, Links, Modes, ShowLink, Telemetry, DEFAULT_PROXY_CONFIG_V4_URL,
-    DEFAULT_PROXY_CONFIG_V6_URL, DEFAULT_PROXY_SECRET_URL,
+    DEFAULT_PROXY_CONFIG_V6_URL, DEFAULT_PROXY_SECRET_URL, ME_HANDSHAKE_SECRET_LEN_MAX,
 };
 pub(crate) use sections::default_stun_servers;
 pub use sections::{

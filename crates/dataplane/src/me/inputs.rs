@@ -2,29 +2,30 @@
 //! and the IPv4 / IPv6 proxy configs — downloaded, cached on disk, refreshed — and the
 //! clock-skew log fed by the `Date` headers of those downloads.
 //!
-//! Owns: the HTTP fetches (connect and whole-request timeouts, body caps, 2xx only), the
-//! content checks (secret length, parse, at least one `proxy_for`), the cache files (read when a
+//! Owns: the HTTP fetches (connect and whole-request timeouts, body caps, the status rule),
+//! the content checks (secret length, parse, `proxy_for` floor), the cache files (read when a
 //! download fails, replaced atomically with what was accepted), the refresh task and its
-//! acceptance rules, and [`SkewLog`]. Must not: open ME links, pick endpoints, or hold a lock
-//! across `.await`; the pool reads the published [`MeInputs`] and nothing else.
+//! acceptance [`Rules`], and [`SkewLog`]. Must not: open ME links, pick endpoints, or hold a
+//! lock across `.await`; the pool reads the published [`MeInputs`] and nothing else.
 //!
 //! ```text
 //!  load_initial, per file:  download ─ok─► use it, write the cache if it differs
 //!                              └─ failed / non-2xx / empty / invalid ─► cache file ─ok─► use it
 //!                                                                          └─► secret, v4: error naming
 //!                                                                              file + keys; v6: none (warn)
-//!  refresh, every update_every:  download the three files
-//!     failed / empty / invalid ─► keep the current snapshot (warn)
+//!  refresh, every update_every:  settings read from the current config, then download the
+//!                                 files (the secret only with proxy_secret_rotate_runtime)
+//!     failed / rejected        ─► keep the current snapshot (warn)
 //!     same as current          ─► nothing
-//!     different                ─► must come back identical `stable_snapshots` times in a row
-//!                                 (config changes also wait out `apply_cooldown`) ─► publish a
-//!                                 new Arc<MeInputs> on the watch channel, write its cache
+//!     different                ─► must come back identical `*_stable_snapshots` times in a
+//!                                 row (config changes also wait out the apply cooldown)
+//!                                 ─► publish a new Arc<MeInputs> on the watch channel, write
+//!                                 its cache
 //! ```
 //!
-//! The acceptance rules are telemt's defaults (`me_snapshot_require_http_2xx`,
-//! `me_snapshot_reject_empty_map`, `me_config_stable_snapshots` = `proxy_secret_stable_snapshots`
-//! = 2, `me_config_apply_cooldown_secs` = 300, `proxy_secret_len_max` = 256), fixed here
-//! rather than read from the config (docs/DECISIONS.md #41).
+//! The acceptance rules are telemt's `[general]` keys ([`Rules`], docs/DECISIONS.md #41); the
+//! refresh task reads them, like the URLs and the period, from the config at every round, so a
+//! config publish applies from the next round on.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -38,20 +39,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Largest proxy secret accepted (telemt `proxy_secret_len_max`; the handshake's own limit).
-pub(crate) const SECRET_MAX_LEN: usize = *SECRET_LEN.end();
+/// Largest proxy-secret body read (the top of telemt's `proxy_secret_len_max` range). Only
+/// bounds memory: [`Rules::secret_len_max`] decides what is accepted, and says why.
+pub(crate) const SECRET_DOWNLOAD_MAX: usize = 4096;
 /// Largest proxy config accepted. Telegram's is a few KiB; this only bounds memory.
 pub(crate) const CONFIG_MAX_LEN: usize = 1024 * 1024;
 /// TCP (+ TLS) connect bound per download.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whole-download bound (connect, headers and body).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// A changed file must be downloaded this many times in a row, identical, before it replaces
-/// the running one (telemt `me_config_stable_snapshots` / `proxy_secret_stable_snapshots`):
-/// one odd answer from a CDN edge must not rebuild the whole pool.
-pub(crate) const STABLE_SNAPSHOTS: u8 = 2;
-/// Least time between two applied proxy-config changes (telemt `me_config_apply_cooldown_secs`).
-pub(crate) const APPLY_COOLDOWN: Duration = Duration::from_secs(300);
 /// Window of [`SkewSnapshot::max_skew_secs_15m`].
 pub(crate) const SKEW_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Skew above this is logged as a warning (the ME handshake carries our clock).
@@ -79,7 +75,7 @@ impl InputKind {
 
     fn max_len(self) -> usize {
         match self {
-            InputKind::Secret => SECRET_MAX_LEN,
+            InputKind::Secret => SECRET_DOWNLOAD_MAX,
             InputKind::ConfigV4 | InputKind::ConfigV6 => CONFIG_MAX_LEN,
         }
     }
@@ -104,6 +100,56 @@ pub(crate) struct InputFile {
     pub cache_key: &'static str,
 }
 
+/// When a downloaded (or cached) file is accepted, and when a changed one is applied
+/// (telemt's `[general]` keys of the same names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Rules {
+    /// `me_snapshot_require_http_2xx`: a proxy config counts only with a 2xx status; when
+    /// false, a non-2xx body is checked like any other. The secret always needs a 2xx.
+    pub require_http_2xx: bool,
+    /// `me_snapshot_reject_empty_map`: a config without `proxy_for` is rejected. When false
+    /// the `proxy_for` floor (at least 1) still rejects it (docs/DECISIONS.md #41).
+    pub reject_empty_map: bool,
+    /// `me_snapshot_min_proxy_for_lines`: least `proxy_for` rows of an accepted config.
+    pub min_proxy_for_lines: u32,
+    /// `me_config_stable_snapshots`: identical downloads in a row before a changed config
+    /// replaces the running one (one odd answer from a CDN edge must not rebuild the pool).
+    pub config_stable_snapshots: u8,
+    /// `proxy_secret_stable_snapshots`: the same for the secret.
+    pub secret_stable_snapshots: u8,
+    /// `me_config_apply_cooldown_secs`: least time between two applied config changes
+    /// (zero: none).
+    pub config_apply_cooldown: Duration,
+    /// `proxy_secret_len_max`, capped at what the handshake takes: longest accepted secret,
+    /// at start (download and cache) and at refresh.
+    pub secret_len_max: usize,
+    /// `proxy_secret_rotate_runtime`: a changed secret is applied while running; when false
+    /// the refresh does not download it at all (the start still loads one).
+    pub rotate_secret: bool,
+}
+
+impl Rules {
+    pub(crate) fn from_config(g: &config::General) -> Self {
+        Rules {
+            require_http_2xx: g.me_snapshot_require_http_2xx,
+            reject_empty_map: g.me_snapshot_reject_empty_map,
+            min_proxy_for_lines: g.me_snapshot_min_proxy_for_lines,
+            config_stable_snapshots: g.me_config_stable_snapshots,
+            secret_stable_snapshots: g.proxy_secret_stable_snapshots,
+            config_apply_cooldown: Duration::from_secs(g.me_config_apply_cooldown_secs),
+            secret_len_max: g
+                .effective_proxy_secret_len_max()
+                .clamp(*SECRET_LEN.start(), *SECRET_LEN.end()),
+            rotate_secret: g.proxy_secret_rotate_runtime,
+        }
+    }
+
+    /// Whether a download of `kind` needs a 2xx status.
+    fn needs_2xx(&self, kind: InputKind) -> bool {
+        kind == InputKind::Secret || self.require_http_2xx
+    }
+}
+
 /// Everything the loader and the refresh task need, taken from one config snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct InputsSettings {
@@ -114,8 +160,7 @@ pub(crate) struct InputsSettings {
     pub refresh_every: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    pub stable_snapshots: u8,
-    pub apply_cooldown: Duration,
+    pub rules: Rules,
     /// Honour `HTTPS_PROXY` & co. from the environment (an operator behind an egress proxy
     /// needs it; tests turn it off so nothing but loopback is contacted).
     pub env_proxy: bool,
@@ -151,12 +196,15 @@ impl InputsSettings {
             refresh_every: Duration::from_secs(g.effective_update_every_secs().max(1)),
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
-            stable_snapshots: STABLE_SNAPSHOTS,
-            apply_cooldown: APPLY_COOLDOWN,
+            rules: Rules::from_config(g),
             env_proxy: true,
         }
     }
 }
+
+/// Where the refresh task takes its settings at every round (the current config), so a
+/// config publish changes URLs, cache paths, period and [`Rules`] from the next round on.
+pub(crate) type SettingsSource = Box<dyn Fn() -> InputsSettings + Send>;
 
 /// Where one file of a snapshot came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,20 +262,27 @@ pub(crate) enum SourceError {
     Timeout,
     #[error("HTTP status {0}")]
     Status(u16),
+    /// A non-2xx answer read because the 2xx rule is off, whose body was not accepted either.
+    #[error("HTTP status {0}, and the body is not usable: {1}")]
+    StatusBody(u16, Box<SourceError>),
     #[error("larger than {0} bytes")]
     TooLarge(usize),
     #[error("no such file")]
     NoCache,
     #[error("{0}")]
     Io(std::io::Error),
-    #[error("{0} bytes (a proxy secret has 32..=256)")]
-    SecretLength(usize),
+    #[error("{len} bytes; a proxy secret is accepted with 32..={max} bytes (general.proxy_secret_len_max)")]
+    SecretLength { len: usize, max: usize },
     #[error("not UTF-8 text")]
     NotText,
     #[error("{0}")]
     Parse(#[from] ProxyConfigError),
     #[error("no proxy_for entry (empty config)")]
     Empty,
+    #[error(
+        "{rows} proxy_for entries, fewer than general.me_snapshot_min_proxy_for_lines = {min}"
+    )]
+    TooFewRows { rows: usize, min: u32 },
 }
 
 /// Neither the download nor the cache gave a usable file; names both and their config keys.
@@ -413,31 +468,38 @@ fn request_error(e: reqwest::Error) -> SourceError {
     }
 }
 
-/// A successful (2xx) download.
+/// A download that passed the status rule.
 struct Downloaded {
     body: Vec<u8>,
+    /// The `Date` header of a 2xx answer.
     date: Option<SystemTime>,
+    /// The status when it was not 2xx (only with `need_2xx` off).
+    non_2xx: Option<u16>,
 }
 
-/// GET `url`: 2xx only, at most `max_len` body bytes; a `Date` header goes to `skew`.
+/// GET `url`: at most `max_len` body bytes; a non-2xx status fails unless `need_2xx` is off.
+/// The `Date` header of a 2xx answer goes to `skew` (an error page may come from an
+/// intermediary with its own clock).
 async fn download(
     client: &reqwest::Client,
     url: &str,
     max_len: usize,
+    need_2xx: bool,
     skew: &SkewLog,
 ) -> Result<Downloaded, SourceError> {
     let mut resp = client.get(url).send().await.map_err(request_error)?;
     let local = SystemTime::now();
     let status = resp.status();
-    if !status.is_success() {
-        // telemt `me_snapshot_require_http_2xx`: an error page is never a snapshot.
+    if !status.is_success() && need_2xx {
         return Err(SourceError::Status(status.as_u16()));
     }
+    let non_2xx = (!status.is_success()).then_some(status.as_u16());
     let date = resp
         .headers()
         .get(reqwest::header::DATE)
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date);
+        .and_then(parse_http_date)
+        .filter(|_| non_2xx.is_none());
     if let Some(server) = date {
         skew.record(server, local, &display_url(url));
     }
@@ -451,22 +513,40 @@ async fn download(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Downloaded { body, date })
+    Ok(Downloaded {
+        body,
+        date,
+        non_2xx,
+    })
 }
 
-fn check_secret(body: &[u8]) -> Result<Arc<[u8]>, SourceError> {
-    if !SECRET_LEN.contains(&body.len()) {
-        return Err(SourceError::SecretLength(body.len()));
+/// A content check: the body and the rules in force.
+type Check<T> = fn(&[u8], &Rules) -> Result<T, SourceError>;
+
+fn check_secret(body: &[u8], rules: &Rules) -> Result<Arc<[u8]>, SourceError> {
+    let max = rules.secret_len_max;
+    if body.len() < *SECRET_LEN.start() || body.len() > max {
+        return Err(SourceError::SecretLength {
+            len: body.len(),
+            max,
+        });
     }
     Ok(Arc::from(body))
 }
 
-fn check_config(body: &[u8]) -> Result<ProxyConfigFile, SourceError> {
+fn check_config(body: &[u8], rules: &Rules) -> Result<ProxyConfigFile, SourceError> {
     let text = std::str::from_utf8(body).map_err(|_| SourceError::NotText)?;
     let c = parse_proxy_config(text)?;
-    // telemt `me_snapshot_reject_empty_map`: an empty map would drop every ME endpoint.
-    if c.proxy_for.is_empty() {
+    let rows = c.proxy_for.len();
+    // An empty map would drop every ME endpoint.
+    if rules.reject_empty_map && rows == 0 {
         return Err(SourceError::Empty);
+    }
+    if rows < rules.min_proxy_for_lines as usize {
+        return Err(SourceError::TooFewRows {
+            rows,
+            min: rules.min_proxy_for_lines,
+        });
     }
     Ok(c)
 }
@@ -535,11 +615,25 @@ struct Got<T> {
 async fn fetch_checked<T>(
     client: &reqwest::Client,
     file: &InputFile,
+    rules: &Rules,
     skew: &SkewLog,
-    check: fn(&[u8]) -> Result<T, SourceError>,
+    check: Check<T>,
 ) -> Result<Got<T>, SourceError> {
-    let d = download(client, &file.url, file.kind.max_len(), skew).await?;
-    let value = check(&d.body)?;
+    let need_2xx = rules.needs_2xx(file.kind);
+    let d = download(client, &file.url, file.kind.max_len(), need_2xx, skew).await?;
+    let value = match (check(&d.body, rules), d.non_2xx) {
+        (Ok(v), _) => v,
+        (Err(e), Some(status)) => return Err(SourceError::StatusBody(status, Box::new(e))),
+        (Err(e), None) => return Err(e),
+    };
+    if let Some(status) = d.non_2xx {
+        tracing::info!(
+            url = %display_url(&file.url),
+            status,
+            "{} accepted with a non-2xx status (general.me_snapshot_require_http_2xx = false)",
+            file.kind.what()
+        );
+    }
     Ok(Got {
         value,
         body: d.body,
@@ -551,10 +645,11 @@ async fn fetch_checked<T>(
 async fn load_one<T>(
     client: &reqwest::Client,
     file: &InputFile,
+    rules: &Rules,
     skew: &SkewLog,
-    check: fn(&[u8]) -> Result<T, SourceError>,
+    check: Check<T>,
 ) -> Result<(T, Origin, Option<SystemTime>), InputsError> {
-    let download = match fetch_checked(client, file, skew, check).await {
+    let download = match fetch_checked(client, file, rules, skew, check).await {
         Ok(got) => {
             write_cache(file, got.body).await;
             return Ok((got.value, Origin::Fetched, got.date));
@@ -562,7 +657,7 @@ async fn load_one<T>(
         Err(e) => e,
     };
     let cached = match read_cache(&file.cache_path, file.kind.max_len()).await {
-        Ok(body) => check(&body),
+        Ok(body) => check(&body, rules),
         Err(e) => Err(e),
     };
     match cached {
@@ -603,10 +698,11 @@ async fn load_with(
     s: &InputsSettings,
     skew: &SkewLog,
 ) -> Result<MeInputs, InputsError> {
+    let r = &s.rules;
     let (secret, v4, v6) = tokio::join!(
-        load_one(client, &s.secret, skew, check_secret),
-        load_one(client, &s.v4, skew, check_config),
-        load_one(client, &s.v6, skew, check_config),
+        load_one(client, &s.secret, r, skew, check_secret),
+        load_one(client, &s.v4, r, skew, check_config),
+        load_one(client, &s.v6, r, skew, check_config),
     );
     let (secret, secret_origin, secret_date) = secret?;
     let (v4, v4_origin, v4_date) = v4?;
@@ -704,6 +800,18 @@ fn refresh_result<T>(file: &InputFile, r: Result<Got<T>, SourceError>) -> Option
 }
 
 impl Refresher {
+    fn new(s: InputsSettings, client: reqwest::Client, skew: SkewLog) -> Self {
+        Refresher {
+            s,
+            client,
+            skew,
+            secret: Pending(None),
+            v4: Pending(None),
+            v6: Pending(None),
+            last_config_apply: None,
+        }
+    }
+
     /// One refresh round. Returns the snapshot to publish, if anything changed.
     async fn round(&mut self, current: Option<Arc<MeInputs>>) -> Option<MeInputs> {
         let Some(cur) = current else {
@@ -717,14 +825,33 @@ impl Refresher {
             };
         };
         let (s, skew, client) = (&self.s, &self.skew, &self.client);
+        let r = &s.rules;
+        let secret_fetch = async {
+            if r.rotate_secret {
+                Some(fetch_checked(client, &s.secret, r, skew, check_secret).await)
+            } else {
+                None
+            }
+        };
         let (secret, v4, v6) = tokio::join!(
-            fetch_checked(client, &s.secret, skew, check_secret),
-            fetch_checked(client, &s.v4, skew, check_config),
-            fetch_checked(client, &s.v6, skew, check_config),
+            secret_fetch,
+            fetch_checked(client, &s.v4, r, skew, check_config),
+            fetch_checked(client, &s.v6, r, skew, check_config),
         );
-        let need = s.stable_snapshots;
-        let secret_ready = refresh_result(&s.secret, secret)
-            .is_some_and(|g| self.secret.observe(Some(&cur.secret), g, need));
+        let secret_ready = match secret {
+            Some(got) => refresh_result(&s.secret, got).is_some_and(|g| {
+                self.secret
+                    .observe(Some(&cur.secret), g, r.secret_stable_snapshots)
+            }),
+            None => {
+                tracing::debug!(
+                    "proxy secret not refreshed (general.proxy_secret_rotate_runtime = false)"
+                );
+                self.secret.0 = None;
+                false
+            }
+        };
+        let need = r.config_stable_snapshots;
         let mut v4_ready =
             refresh_result(&s.v4, v4).is_some_and(|g| self.v4.observe(Some(&cur.v4), g, need));
         let mut v6_ready =
@@ -732,7 +859,7 @@ impl Refresher {
         if (v4_ready || v6_ready)
             && self
                 .last_config_apply
-                .is_some_and(|t| t.elapsed() < s.apply_cooldown)
+                .is_some_and(|t| t.elapsed() < r.config_apply_cooldown)
         {
             // Held, not dropped: the candidate applies on a later round.
             tracing::debug!("proxy config change waits for the apply cooldown");
@@ -787,39 +914,35 @@ impl Refresher {
     }
 }
 
-/// Spawns the refresh task: every `settings.refresh_every` it downloads the three files and
-/// publishes a changed snapshot on `tx` (see the module doc for the rules). The current
-/// snapshot is read from `tx`; when it is `None` each round is a full first load. Stops when
-/// `cancel` fires, also in the middle of a download.
+/// Spawns the refresh task: every `refresh_every` it takes the settings from `settings`,
+/// downloads the files and publishes a changed snapshot on `tx` (see the module doc for the
+/// rules). The current snapshot is read from `tx`; when it is `None` each round is a full first
+/// load. Stops when `cancel` fires, also in the middle of a download. The HTTP client (timeouts,
+/// environment proxy) is built once, from the first settings.
 pub(crate) fn spawn_refresh(
-    settings: InputsSettings,
+    settings: SettingsSource,
     skew: SkewLog,
     tx: watch::Sender<Option<Arc<MeInputs>>>,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match build_client(&settings) {
+        let first = settings();
+        let client = match build_client(&first) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "ME input refresh disabled");
                 return;
             }
         };
-        let period = settings.refresh_every;
-        let mut r = Refresher {
-            s: settings,
-            client,
-            skew,
-            secret: Pending(None),
-            v4: Pending(None),
-            v6: Pending(None),
-            last_config_apply: None,
-        };
+        let mut period = first.refresh_every;
+        let mut r = Refresher::new(first, client, skew);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(period) => {}
             }
+            r.s = settings();
+            period = r.s.refresh_every;
             let current = tx.borrow().clone();
             let next = tokio::select! {
                 () = cancel.cancelled() => return,

@@ -60,7 +60,18 @@ fn file(kind: InputKind, url: String, cache: PathBuf) -> InputFile {
     }
 }
 
-/// Settings for tests: short timeouts and period, no environment proxy, no cooldown.
+/// telemt's defaults, as the config gives them.
+fn default_rules() -> Rules {
+    Rules::from_config(&config::General::default())
+}
+
+/// A config text checked under the default rules.
+fn parsed(text: &str) -> ProxyConfigFile {
+    check_config(text.as_bytes(), &default_rules()).expect("valid config")
+}
+
+/// Settings for tests: short timeouts and period, no environment proxy, no cooldown, else
+/// telemt's default rules.
 fn settings(urls: [String; 3], caches: [PathBuf; 3]) -> InputsSettings {
     let [su, u4, u6] = urls;
     let [sc, c4, c6] = caches;
@@ -71,8 +82,10 @@ fn settings(urls: [String; 3], caches: [PathBuf; 3]) -> InputsSettings {
         refresh_every: Duration::from_millis(50),
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_millis(700),
-        stable_snapshots: STABLE_SNAPSHOTS,
-        apply_cooldown: Duration::ZERO,
+        rules: Rules {
+            config_apply_cooldown: Duration::ZERO,
+            ..default_rules()
+        },
         env_proxy: false,
     }
 }
@@ -144,14 +157,8 @@ async fn a_download_is_used_and_cached_atomically() {
     let inputs = load_initial(&s, &SkewLog::default()).await.expect("loaded");
 
     assert_eq!(&inputs.secret[..], &secret[..]);
-    assert_eq!(
-        inputs.v4,
-        check_config(v4_text(8888).as_bytes()).expect("v4")
-    );
-    assert_eq!(
-        inputs.v6,
-        Some(check_config(v6_text().as_bytes()).expect("v6"))
-    );
+    assert_eq!(inputs.v4, parsed(&v4_text(8888)));
+    assert_eq!(inputs.v6, Some(parsed(&v6_text())));
     assert_eq!(
         inputs.source,
         InputsSource {
@@ -250,7 +257,8 @@ async fn bad_answers_fall_back_to_the_caches() {
         proxy_config_text(Some(2), &[(2, addr("127.0.0.1:1"))])
     );
 
-    // Secrets outside 32..=256 bytes are rejected, and a hanging server times out.
+    // Secrets outside 32..=256 bytes (the default limit) are rejected, and a hanging server
+    // times out.
     srv.set_body(SECRET_PATH, vec![7u8; 31]);
     srv.set_body(CONFIG_V4_PATH, v4_text(8888));
     let inputs = load_initial(&s, &SkewLog::default()).await.expect("loaded");
@@ -317,6 +325,11 @@ async fn neither_download_nor_cache_names_the_file_and_the_keys() {
     assert_eq!((inputs.v6, inputs.source.v6), (None, None));
 }
 
+/// A settings source that never changes.
+fn fixed(s: InputsSettings) -> SettingsSource {
+    Box::new(move || s.clone())
+}
+
 async fn changed(rx: &mut watch::Receiver<Option<Arc<MeInputs>>>) -> Arc<MeInputs> {
     tokio::time::timeout(WAIT, rx.changed())
         .await
@@ -347,7 +360,7 @@ async fn refresh_publishes_stable_changes_and_keeps_the_old_snapshot_on_bad_answ
     let (tx, mut rx) = watch::channel(Some(Arc::clone(&first)));
     rx.borrow_and_update();
     let cancel = CancellationToken::new();
-    let task = spawn_refresh(s.clone(), skew.clone(), tx, cancel.clone());
+    let task = spawn_refresh(fixed(s.clone()), skew.clone(), tx, cancel.clone());
 
     // Unchanged files: nothing is published.
     rounds(&srv, CONFIG_V4_PATH, 3).await;
@@ -357,8 +370,8 @@ async fn refresh_publishes_stable_changes_and_keeps_the_old_snapshot_on_bad_answ
     let before = srv.requests(CONFIG_V4_PATH);
     srv.set_body(CONFIG_V4_PATH, v4_text(9999));
     let next = changed(&mut rx).await;
-    assert!(srv.requests(CONFIG_V4_PATH) >= before + STABLE_SNAPSHOTS as usize);
-    assert_eq!(next.v4, check_config(v4_text(9999).as_bytes()).expect("v4"));
+    assert!(srv.requests(CONFIG_V4_PATH) >= before + 2, "seen twice");
+    assert_eq!(next.v4, parsed(&v4_text(9999)));
     assert_eq!(next.secret, first.secret);
     assert_eq!(next.v6, first.v6);
     assert!(next.loaded_at >= first.loaded_at);
@@ -415,7 +428,7 @@ async fn refresh_recovers_from_an_offline_start() {
     assert!(load_initial(&s, &SkewLog::default()).await.is_err());
     let (tx, mut rx) = watch::channel(None);
     let cancel = CancellationToken::new();
-    let task = spawn_refresh(s, SkewLog::default(), tx, cancel.clone());
+    let task = spawn_refresh(fixed(s), SkewLog::default(), tx, cancel.clone());
     rounds(&srv, SECRET_PATH, 2).await;
     assert!(rx.borrow().is_none());
     let secret = random_proxy_secret();
@@ -547,6 +560,405 @@ fn settings_follow_the_config() {
         Path::new("/etc/mtproxyd/cache/proxy-config-v4.txt")
     );
     assert_eq!(s.refresh_every, Duration::from_secs(120));
-    assert_eq!(s.stable_snapshots, 2);
+    assert_eq!(
+        s.rules,
+        Rules {
+            require_http_2xx: true,
+            reject_empty_map: true,
+            min_proxy_for_lines: 1,
+            config_stable_snapshots: 2,
+            secret_stable_snapshots: 2,
+            config_apply_cooldown: Duration::from_secs(300),
+            secret_len_max: 256,
+            rotate_secret: true,
+        }
+    );
     assert!(s.env_proxy);
+
+    let text = "[general]\nme_config_stable_snapshots = 3\nproxy_secret_stable_snapshots = 1\n\
+        me_config_apply_cooldown_secs = 0\nme_snapshot_require_http_2xx = false\n\
+        me_snapshot_reject_empty_map = false\nme_snapshot_min_proxy_for_lines = 4\n\
+        proxy_secret_len_max = 100\nproxy_secret_rotate_runtime = false\n\
+        [access.users]\nu = \"00112233445566778899aabbccddeeff\"\n";
+    let cfg = config::parse_str(text).expect("config").config;
+    let r = InputsSettings::from_config(&cfg, Path::new("/c.toml")).rules;
+    assert_eq!(
+        r,
+        Rules {
+            require_http_2xx: false,
+            reject_empty_map: false,
+            min_proxy_for_lines: 4,
+            config_stable_snapshots: 3,
+            secret_stable_snapshots: 1,
+            config_apply_cooldown: Duration::ZERO,
+            secret_len_max: 100,
+            rotate_secret: false,
+        }
+    );
+
+    // Above the handshake's limit: capped, never more than the handshake takes.
+    let text = "[general]\nproxy_secret_len_max = 4096\n\
+        [access.users]\nu = \"00112233445566778899aabbccddeeff\"\n";
+    let cfg = config::parse_str(text).expect("config").config;
+    let r = InputsSettings::from_config(&cfg, Path::new("/c.toml")).rules;
+    assert_eq!(r.secret_len_max, 256);
+    assert_eq!(config::ME_HANDSHAKE_SECRET_LEN_MAX, *SECRET_LEN.end());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The acceptance rules, one key at a time (telemt's defaults are covered above).
+
+/// A refresher driven round by round (no timer), on `s`.
+fn refresher(s: InputsSettings) -> Refresher {
+    let client = build_client(&s).expect("client");
+    Refresher::new(s, client, SkewLog::default())
+}
+
+/// Serves the three files and loads them: the running snapshot and the settings.
+async fn running(
+    secret: &[u8],
+) -> (
+    MeHttpFiles,
+    tempfile::TempDir,
+    InputsSettings,
+    Arc<MeInputs>,
+) {
+    let srv = serving(secret).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(server_urls(&srv), fresh_caches(dir.path()));
+    let cur = Arc::new(load_initial(&s, &SkewLog::default()).await.expect("loaded"));
+    (srv, dir, s, cur)
+}
+
+#[tokio::test]
+async fn config_stable_snapshots_is_the_number_of_sightings_before_a_change_applies() {
+    for need in [1u8, 3] {
+        let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+        s.rules.config_stable_snapshots = need;
+        let mut r = refresher(s);
+        srv.set_body(CONFIG_V4_PATH, v4_text(9999));
+        for seen in 1..need {
+            assert!(
+                r.round(Some(Arc::clone(&cur))).await.is_none(),
+                "need {need}: applied after {seen} sightings"
+            );
+        }
+        let next = r
+            .round(Some(Arc::clone(&cur)))
+            .await
+            .unwrap_or_else(|| panic!("need {need}: not applied at sighting {need}"));
+        assert_eq!(next.v4, parsed(&v4_text(9999)));
+        assert_eq!(next.secret, cur.secret);
+    }
+}
+
+#[tokio::test]
+async fn secret_stable_snapshots_counts_apart_from_the_config_one() {
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.secret_stable_snapshots = 1;
+    s.rules.config_stable_snapshots = 3;
+    let mut r = refresher(s);
+    let rotated = random_proxy_secret();
+    srv.set_body(SECRET_PATH, rotated.clone());
+    srv.set_body(CONFIG_V4_PATH, v4_text(9999));
+    let next = r
+        .round(Some(Arc::clone(&cur)))
+        .await
+        .expect("the secret applies at once");
+    assert_eq!(&next.secret[..], &rotated[..]);
+    assert_eq!(next.v4, cur.v4, "the config change needs three sightings");
+
+    // And the other way round: the secret waits for its third sighting.
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.secret_stable_snapshots = 3;
+    s.rules.config_stable_snapshots = 1;
+    let mut r = refresher(s);
+    srv.set_body(SECRET_PATH, random_proxy_secret());
+    let next = r.round(Some(Arc::clone(&cur))).await;
+    assert!(next.is_none(), "secret applied on its first sighting");
+    assert!(r.round(Some(Arc::clone(&cur))).await.is_none());
+    let next = r
+        .round(Some(Arc::clone(&cur)))
+        .await
+        .expect("third sighting");
+    assert_ne!(next.secret, cur.secret);
+}
+
+#[tokio::test]
+async fn the_apply_cooldown_holds_a_second_config_change_and_zero_disables_it() {
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.config_stable_snapshots = 1;
+    s.rules.config_apply_cooldown = Duration::from_secs(300);
+    let mut r = refresher(s);
+    srv.set_body(CONFIG_V4_PATH, v4_text(9999));
+    let first = Arc::new(
+        r.round(Some(Arc::clone(&cur)))
+            .await
+            .expect("nothing applied yet: no cooldown"),
+    );
+    assert_eq!(first.v4, parsed(&v4_text(9999)));
+
+    srv.set_body(CONFIG_V4_PATH, v4_text(7777));
+    for _ in 0..3 {
+        assert!(
+            r.round(Some(Arc::clone(&first))).await.is_none(),
+            "applied within the cooldown"
+        );
+    }
+    // The secret is not under the cooldown.
+    let rotated = random_proxy_secret();
+    srv.set_body(SECRET_PATH, rotated.clone());
+    r.s.rules.secret_stable_snapshots = 1;
+    let next = Arc::new(r.round(Some(Arc::clone(&first))).await.expect("secret"));
+    assert_eq!(&next.secret[..], &rotated[..]);
+    assert_eq!(next.v4, first.v4, "the config change is still held");
+
+    // Cooldown 0: the held change applies at once, and the next one right after it.
+    r.s.rules.config_apply_cooldown = Duration::ZERO;
+    let second = Arc::new(r.round(Some(Arc::clone(&next))).await.expect("held change"));
+    assert_eq!(second.v4, parsed(&v4_text(7777)));
+    srv.set_body(CONFIG_V4_PATH, v4_text(6666));
+    let third = r
+        .round(Some(Arc::clone(&second)))
+        .await
+        .expect("back-to-back change");
+    assert_eq!(third.v4, parsed(&v4_text(6666)));
+}
+
+#[tokio::test]
+async fn a_non_2xx_config_counts_only_when_the_2xx_rule_is_off() {
+    let secret = random_proxy_secret();
+    let srv = serving(&secret).await;
+    srv.set(
+        CONFIG_V4_PATH,
+        Reply::StatusBody(404, v4_text(9999).into_bytes()),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(server_urls(&srv), fresh_caches(dir.path()));
+    let err = load_initial(&s, &SkewLog::default())
+        .await
+        .expect_err("a 404 is not a config by default")
+        .to_string();
+    assert!(err.contains("HTTP status 404"), "{err}");
+
+    s.rules.require_http_2xx = false;
+    let skew = SkewLog::default();
+    let inputs = load_initial(&s, &skew).await.expect("the body is a config");
+    assert_eq!(inputs.v4, parsed(&v4_text(9999)));
+    assert_eq!(inputs.source.v4, Origin::Fetched);
+    assert_eq!(skew.snapshot().samples_15m, 2, "no skew sample from a 404");
+
+    // An error page is still rejected, by its content, and said so.
+    std::fs::remove_file(&s.v4.cache_path).expect("rm v4 cache");
+    srv.set(
+        CONFIG_V4_PATH,
+        Reply::StatusBody(503, b"<html>busy</html>".to_vec()),
+    );
+    let err = load_initial(&s, &SkewLog::default())
+        .await
+        .expect_err("no proxy_for in an error page")
+        .to_string();
+    assert!(
+        err.contains("HTTP status 503, and the body is not usable: no proxy_for entry"),
+        "{err}"
+    );
+
+    // The rule is about proxy configs: the secret always needs a 2xx.
+    srv.set_body(CONFIG_V4_PATH, v4_text(8888));
+    srv.set(SECRET_PATH, Reply::StatusBody(404, random_proxy_secret()));
+    std::fs::remove_file(&s.secret.cache_path).expect("rm secret cache");
+    let err = load_initial(&s, &SkewLog::default())
+        .await
+        .expect_err("secret from a 404")
+        .to_string();
+    assert!(
+        err.contains("proxy secret unavailable") && err.contains("HTTP status 404"),
+        "{err}"
+    );
+
+    // At refresh too: with the rule on a non-2xx change is never applied, off it is.
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.config_stable_snapshots = 1;
+    let mut r = refresher(s);
+    srv.set(
+        CONFIG_V4_PATH,
+        Reply::StatusBody(500, v4_text(9999).into_bytes()),
+    );
+    assert!(r.round(Some(Arc::clone(&cur))).await.is_none());
+    r.s.rules.require_http_2xx = false;
+    let next = r.round(Some(Arc::clone(&cur))).await.expect("applied");
+    assert_eq!(next.v4, parsed(&v4_text(9999)));
+}
+
+#[tokio::test]
+async fn min_proxy_for_lines_rejects_configs_with_fewer_rows() {
+    // v4_text has two proxy_for rows, v6_text one.
+    let srv = serving(&random_proxy_secret()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(server_urls(&srv), fresh_caches(dir.path()));
+    s.rules.min_proxy_for_lines = 2;
+    let inputs = load_initial(&s, &SkewLog::default()).await.expect("loaded");
+    assert_eq!(inputs.v4.proxy_for.len(), 2);
+    assert_eq!(inputs.v6, None, "one row is below the floor of 2");
+
+    s.rules.min_proxy_for_lines = 3;
+    std::fs::remove_file(&s.v4.cache_path).expect("rm v4 cache");
+    let err = load_initial(&s, &SkewLog::default())
+        .await
+        .expect_err("two rows, three needed")
+        .to_string();
+    assert!(
+        err.contains("2 proxy_for entries, fewer than general.me_snapshot_min_proxy_for_lines = 3"),
+        "{err}"
+    );
+
+    // At refresh: a 2-row change is rejected under a floor of 3, a 3-row one applies.
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.config_stable_snapshots = 1;
+    s.rules.min_proxy_for_lines = 3;
+    let mut r = refresher(s);
+    srv.set_body(CONFIG_V4_PATH, v4_text(9999));
+    assert!(r.round(Some(Arc::clone(&cur))).await.is_none());
+    let three = proxy_config_text(
+        Some(2),
+        &[
+            (1, addr("127.0.0.1:1")),
+            (2, addr("127.0.0.1:2")),
+            (3, addr("127.0.0.1:3")),
+        ],
+    );
+    srv.set_body(CONFIG_V4_PATH, three.clone());
+    let next = r.round(Some(Arc::clone(&cur))).await.expect("three rows");
+    assert_eq!(next.v4, parsed(&three));
+}
+
+#[test]
+fn an_empty_config_is_rejected_whatever_reject_empty_map_says() {
+    let empty = proxy_config_text(Some(2), &[]);
+    assert!(matches!(
+        check_config(empty.as_bytes(), &default_rules()),
+        Err(SourceError::Empty)
+    ));
+    // Off, the proxy_for floor (at least 1) is what rejects it.
+    let rules = Rules {
+        reject_empty_map: false,
+        ..default_rules()
+    };
+    assert!(matches!(
+        check_config(empty.as_bytes(), &rules),
+        Err(SourceError::TooFewRows { rows: 0, min: 1 })
+    ));
+    assert!(check_config(v6_text().as_bytes(), &rules).is_ok());
+}
+
+#[tokio::test]
+async fn proxy_secret_len_max_bounds_the_secret_at_start_and_at_refresh() {
+    // Served: 128 bytes. Cached: 64 bytes.
+    let srv = serving(&random_proxy_secret()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(server_urls(&srv), fresh_caches(dir.path()));
+    std::fs::create_dir_all(dir.path().join("cache")).expect("mkdir");
+    std::fs::write(&s.secret.cache_path, [9u8; 64]).expect("cache");
+    s.rules.secret_len_max = 100;
+    let inputs = load_initial(&s, &SkewLog::default()).await.expect("loaded");
+    assert_eq!(inputs.source.secret, Origin::Cache, "128 > 100");
+    assert_eq!(&inputs.secret[..], &[9u8; 64][..]);
+
+    s.rules.secret_len_max = 63;
+    let err = load_initial(&s, &SkewLog::default())
+        .await
+        .expect_err("neither fits")
+        .to_string();
+    assert!(
+        err.contains(
+            "128 bytes; a proxy secret is accepted with 32..=63 bytes (general.proxy_secret_len_max)"
+        ) && err.contains("64 bytes"),
+        "{err}"
+    );
+
+    s.rules.secret_len_max = 128;
+    let inputs = load_initial(&s, &SkewLog::default()).await.expect("loaded");
+    assert_eq!(inputs.source.secret, Origin::Fetched, "128 fits");
+
+    // At refresh: a longer rotated secret is not applied, one within the limit is.
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.secret_stable_snapshots = 1;
+    s.rules.secret_len_max = 128;
+    let mut r = refresher(s);
+    srv.set_body(SECRET_PATH, vec![5u8; 129]);
+    assert!(r.round(Some(Arc::clone(&cur))).await.is_none());
+    srv.set_body(SECRET_PATH, vec![5u8; 40]);
+    let next = r.round(Some(Arc::clone(&cur))).await.expect("40 bytes fit");
+    assert_eq!(&next.secret[..], &[5u8; 40][..]);
+}
+
+#[tokio::test]
+async fn with_rotate_runtime_off_the_running_secret_stays() {
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.rotate_secret = false;
+    s.rules.secret_stable_snapshots = 1;
+    s.rules.config_stable_snapshots = 1;
+    let mut r = refresher(s);
+    srv.set_body(SECRET_PATH, random_proxy_secret());
+    srv.set_body(CONFIG_V4_PATH, v4_text(9999));
+    let secret_requests = srv.requests(SECRET_PATH);
+    let next = Arc::new(
+        r.round(Some(Arc::clone(&cur)))
+            .await
+            .expect("the config change applies"),
+    );
+    assert_eq!(next.v4, parsed(&v4_text(9999)));
+    assert_eq!(next.secret, cur.secret, "secret rotated");
+    assert!(r.round(Some(Arc::clone(&next))).await.is_none());
+    assert_eq!(
+        srv.requests(SECRET_PATH),
+        secret_requests,
+        "the secret is not even downloaded"
+    );
+
+    // Switched back on (a config publish): the new secret applies.
+    r.s.rules.rotate_secret = true;
+    let rotated = r.round(Some(Arc::clone(&next))).await.expect("rotated");
+    assert_ne!(rotated.secret, cur.secret);
+
+    // A start without a running snapshot still loads the secret.
+    let (srv, dir, mut s, _) = running(&random_proxy_secret()).await;
+    s.rules.rotate_secret = false;
+    std::fs::remove_dir_all(dir.path().join("cache")).expect("rm caches");
+    let mut r = refresher(s);
+    let first = r.round(None).await.expect("a first load");
+    assert_eq!(first.secret.len(), testkit::me::PROXY_SECRET_LEN);
+    assert_eq!(srv.requests(SECRET_PATH), 2);
+}
+
+#[tokio::test]
+async fn the_refresh_task_reads_its_settings_at_every_round() {
+    let (srv, _dir, mut s, cur) = running(&random_proxy_secret()).await;
+    s.rules.rotate_secret = false;
+    let shared = Arc::new(Mutex::new(s));
+    let source: SettingsSource = {
+        let shared = Arc::clone(&shared);
+        Box::new(move || shared.lock().clone())
+    };
+    let (tx, mut rx) = watch::channel(Some(Arc::clone(&cur)));
+    rx.borrow_and_update();
+    let cancel = CancellationToken::new();
+    let task = spawn_refresh(source, SkewLog::default(), tx, cancel.clone());
+
+    let rotated = random_proxy_secret();
+    srv.set_body(SECRET_PATH, rotated.clone());
+    let secret_requests = srv.requests(SECRET_PATH);
+    rounds(&srv, CONFIG_V4_PATH, 3).await;
+    assert!(!rx.has_changed().expect("sender alive"));
+    assert_eq!(srv.requests(SECRET_PATH), secret_requests);
+
+    // A config publish switches rotation on: the next rounds fetch and apply the secret.
+    shared.lock().rules.rotate_secret = true;
+    let next = changed(&mut rx).await;
+    assert_eq!(&next.secret[..], &rotated[..]);
+    cancel.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops on cancel")
+        .expect("no panic");
 }

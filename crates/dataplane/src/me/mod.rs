@@ -13,11 +13,10 @@ pub(crate) mod writer;
 pub use pool::{DcRow, Floor, PoolSnapshot, RefillRow, Timeskew, WriterRow};
 pub(crate) use pool::{MePool, PoolInputs, Route};
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use config::Config;
+use config::ConfigStore;
 use stats::startup::{ComponentStatus, StartupStatus, StartupTracker, TransportMode};
 use tokio_util::sync::CancellationToken;
 
@@ -68,27 +67,32 @@ pub(crate) fn pool_inputs(
 }
 
 /// Brings the pool up in the background and reports it to `startup`: listeners never wait
-/// for it (new sessions take the fallback rules meanwhile).
+/// for it (new sessions take the fallback rules meanwhile). The inputs are loaded and refreshed
+/// with the settings of the config current at each attempt or round.
 pub(crate) async fn supervise(
     pool: MePool,
-    cfg: Arc<Config>,
-    config_path: PathBuf,
+    store: Arc<ConfigStore>,
     startup: Arc<StartupTracker>,
     cancel: CancellationToken,
 ) {
-    pool.set_config_path(&config_path);
+    let snap = store.current();
+    let cfg = Arc::clone(&snap.config);
+    pool.set_config_path(&snap.path);
     startup.begin("me_pool", SystemTime::now());
     startup.set_me_status(StartupStatus::Initializing);
     startup.set_me_stage("inputs");
     let limit = cfg.general.me_init_retry_attempts;
     startup.set_me_retry_limit((limit > 0).then_some(limit));
-    let settings = inputs::InputsSettings::from_config(&cfg, &config_path);
+    let settings: inputs::SettingsSource = Box::new(move || {
+        let snap = store.current();
+        inputs::InputsSettings::from_config(&snap.config, &snap.path)
+    });
     let skew = pool.skew_log();
     let mut attempts = 0u32;
     let first = loop {
         startup.begin_me_attempt();
         attempts += 1;
-        match inputs::load_initial(&settings, &skew).await {
+        match inputs::load_initial(&settings(), &skew).await {
             Ok(inputs) => {
                 startup.set_me_error(None);
                 break Arc::new(inputs);

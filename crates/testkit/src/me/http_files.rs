@@ -2,9 +2,9 @@
 //! getProxySecret / getProxyConfig / getProxyConfigV6 (docs/PROTOCOL.md §7.1),
 //! for tests of the proxy's download, cache and refresh of its ME inputs.
 //!
-//! Owns: one [`Reply`] per path (a body, an error status or a hang), the
-//! `Date` header it sends (the server's clock, shifted on demand), and per-path
-//! request counts. Must not: listen beyond 127.0.0.1, keep connections alive
+//! Owns: one [`Reply`] per path (a body, a status with or without a body, or
+//! a hang), the `Date` header it sends (the server's clock, shifted on demand),
+//! and per-path request counts. Must not: listen beyond 127.0.0.1, keep connections alive
 //! (each answer closes its connection), or parse more than the request line.
 //!
 //! ```text
@@ -42,6 +42,8 @@ pub enum Reply {
     Body(Vec<u8>),
     /// This status with an empty body.
     Status(u16),
+    /// This status with this body (a config served with a non-2xx status).
+    StatusBody(u16, Vec<u8>),
     /// Read the request, then never answer (until the client goes away).
     Hang,
 }
@@ -157,6 +159,9 @@ async fn serve(mut stream: TcpStream, shared: Arc<Mutex<Shared>>) -> io::Result<
     match (method, reply) {
         ("GET", Some(Reply::Body(body))) => answer(&mut stream, 200, &body, date).await,
         ("GET", Some(Reply::Status(code))) => answer(&mut stream, code, b"", date).await,
+        ("GET", Some(Reply::StatusBody(code, body))) => {
+            answer(&mut stream, code, &body, date).await
+        }
         ("GET", Some(Reply::Hang)) => {
             // Hold the connection until the client gives up.
             while stream.read(&mut buf).await? > 0 {}
@@ -276,11 +281,17 @@ mod tests {
             "{ok}"
         );
         assert!(get(CONFIG_V4_PATH).await.starts_with("HTTP/1.1 500 "));
+        srv.set(CONFIG_V4_PATH, Reply::StatusBody(203, b"xyz".to_vec()));
+        let with_body = get(CONFIG_V4_PATH).await;
+        assert!(
+            with_body.starts_with("HTTP/1.1 203 ") && with_body.ends_with("\r\n\r\nxyz"),
+            "{with_body}"
+        );
         srv.set_date_offset(None);
         let missing = get(CONFIG_V6_PATH).await;
         assert!(missing.starts_with("HTTP/1.1 404 ") && !missing.contains("Date:"));
         assert_eq!(srv.requests(SECRET_PATH), 1);
-        assert_eq!(srv.requests(CONFIG_V4_PATH), 1);
+        assert_eq!(srv.requests(CONFIG_V4_PATH), 2);
         assert_eq!(srv.requests(CONFIG_V6_PATH), 1);
     }
 }
