@@ -511,6 +511,9 @@ pub(crate) async fn start(
         OutboundStream::Tunnel(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
     };
     let proxy_addr = o.kdf_addr.unwrap_or(local);
+    // A dual-stack socket reports an IPv4 peer's side as ::ffff:a.b.c.d; the PID and the
+    // KDF want the IPv4 address.
+    let proxy_addr = SocketAddr::new(proxy_addr.ip().to_canonical(), proxy_addr.port());
     let now = unix_now();
     let params = HandshakeParams {
         proxy_secret: o.secret.to_vec(),

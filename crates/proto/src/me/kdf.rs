@@ -61,7 +61,10 @@ fn rev4(ip: IpAddr) -> [u8; 4] {
 
 /// The raw KDF string `s` (exposed for test vector M1).
 pub fn kdf_input_bytes(k: &KdfInput<'_>, purpose: Purpose) -> Result<Vec<u8>, MixedFamilies> {
-    let v6 = match (k.clt.ip(), k.srv.ip()) {
+    // An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) is the IPv4
+    // address on the wire, so it keys as one.
+    let (clt_ip, srv_ip) = (k.clt.ip().to_canonical(), k.srv.ip().to_canonical());
+    let v6 = match (clt_ip, srv_ip) {
         (IpAddr::V4(_), IpAddr::V4(_)) => None,
         (IpAddr::V6(c), IpAddr::V6(s)) => Some((c.octets(), s.octets())),
         _ => return Err(MixedFamilies),
@@ -70,13 +73,13 @@ pub fn kdf_input_bytes(k: &KdfInput<'_>, purpose: Purpose) -> Result<Vec<u8>, Mi
     s.extend_from_slice(&k.nonce_srv);
     s.extend_from_slice(&k.nonce_clt);
     s.extend_from_slice(&k.clt_ts.to_le_bytes());
-    s.extend_from_slice(&rev4(k.srv.ip()));
+    s.extend_from_slice(&rev4(srv_ip));
     s.extend_from_slice(&k.clt.port().to_le_bytes());
     s.extend_from_slice(match purpose {
         Purpose::Client => b"CLIENT",
         Purpose::Server => b"SERVER",
     });
-    s.extend_from_slice(&rev4(k.clt.ip()));
+    s.extend_from_slice(&rev4(clt_ip));
     s.extend_from_slice(&k.srv.port().to_le_bytes());
     s.extend_from_slice(k.proxy_secret);
     s.extend_from_slice(&k.nonce_srv);

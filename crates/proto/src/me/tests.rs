@@ -339,3 +339,29 @@ fn the_longest_proxy_req_fits_one_packet() {
     let mut d = RpcPacketDecoder::new();
     assert!(d.decode(&wire).expect("decodes").is_some());
 }
+
+#[test]
+fn an_ipv4_mapped_address_keys_as_ipv4() {
+    let input = |clt: &str, srv: &str| {
+        let k = KdfInput {
+            nonce_srv: [1; 16],
+            nonce_clt: [2; 16],
+            clt_ts: 3,
+            clt: clt.parse().expect("clt"),
+            srv: srv.parse().expect("srv"),
+            proxy_secret: &[9; 32],
+        };
+        kdf_input_bytes(&k, Purpose::Client)
+    };
+    let plain = input("192.0.2.1:4000", "198.51.100.7:8888").expect("v4");
+    assert_eq!(
+        input("[::ffff:192.0.2.1]:4000", "198.51.100.7:8888"),
+        Ok(plain.clone())
+    );
+    assert_eq!(
+        input("192.0.2.1:4000", "[::ffff:198.51.100.7]:8888"),
+        Ok(plain)
+    );
+    // A real IPv6 address with an IPv4 one stays an error.
+    assert!(input("[2001:db8::1]:4000", "198.51.100.7:8888").is_err());
+}
