@@ -266,6 +266,8 @@ pub(crate) struct WriterShared {
     rtt_ema_us: AtomicU64,
     /// Milliseconds since `started` of the last packet either way.
     last_activity_ms: AtomicU64,
+    /// Milliseconds since `started` of the last packet from the middle proxy.
+    last_in_ms: AtomicU64,
 }
 
 impl WriterShared {
@@ -284,6 +286,7 @@ impl WriterShared {
             bound: AtomicUsize::new(0),
             rtt_ema_us: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(0),
+            last_in_ms: AtomicU64::new(0),
         }
     }
 
@@ -317,6 +320,19 @@ impl WriterShared {
     fn touch(&self) {
         let now = self.started.elapsed().as_millis() as u64;
         self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// A packet from the middle proxy arrived.
+    fn heard(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_in_ms.store(now, Ordering::Relaxed);
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether a packet from the middle proxy arrived after `t`.
+    fn heard_since(&self, t: Instant) -> bool {
+        let t_ms = t.saturating_duration_since(self.started).as_millis() as u64;
+        self.last_in_ms.load(Ordering::Relaxed) > t_ms
     }
 
     /// Binds a session; `false` when the link is already gone.
@@ -710,11 +726,19 @@ impl LinkTask {
                 _ = tokio::time::sleep_until(ping_at), if ka.enabled => {
                     let mut p = pings.lock();
                     let late = p.map(|(_, sent)| sent.elapsed());
+                    // Packets from the middle proxy since the ping prove the link alive too
+                    // (a middle proxy that does not answer pings): only silence degrades or
+                    // kills it.
+                    let heard = p.is_some_and(|(_, sent)| self.shared.heard_since(sent));
                     if late.is_some_and(|d| d > ka.interval) {
-                        self.shared.degraded.store(true, Ordering::Relaxed);
+                        self.shared.degraded.store(!heard, Ordering::Relaxed);
                     }
                     if late.is_some_and(|d| d > ka.timeout()) {
-                        return LinkEnd::KeepaliveTimeout;
+                        if !heard {
+                            return LinkEnd::KeepaliveTimeout;
+                        }
+                        // That ping will not be answered: ask again.
+                        *p = None;
                     }
                     if p.is_none() {
                         let id: u64 = rand::random();
@@ -779,7 +803,7 @@ impl LinkTask {
                     Ok(None) => break,
                     Err(e) => return LinkEnd::Protocol(e.to_string()),
                 };
-                self.shared.touch();
+                self.shared.heard();
                 if let Err(e) = self.dispatch(packet, pings).await {
                     return LinkEnd::Protocol(e);
                 }

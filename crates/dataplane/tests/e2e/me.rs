@@ -318,6 +318,34 @@ async fn pings_from_the_middle_proxy_and_unknown_messages_do_not_disturb_the_lin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_middle_proxy_that_ignores_pings_keeps_its_busy_links() {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let mut opts = MeOptions::new(secret.clone());
+    opts.misbehave.ignore_pings = true;
+    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
+    // Keepalive every second: an unanswered ping alone would end a link after 4 s.
+    let s = start_me(&[&me], &secret, "").await;
+    s.wait_ready().await;
+    let mut conn = s.h.connect(Mode::Intermediate, 0).await;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        packet_echo(&mut conn, &[256]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = me.counters();
+    assert!(c.pings_ignored >= 3, "{c:?}");
+    // The busy link lived on its traffic; idle ones (no traffic to vouch for them) may go.
+    let mp = s.h.stats.middle_proxy();
+    let snap = s.h.dp.me_pool_snapshot().expect("pool");
+    assert!(
+        snap.writers.iter().any(|w| w.bound_clients == 1),
+        "the client's writer is still there: {snap:?} {mp:?}"
+    );
+    packet_echo(&mut conn, &[1024]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_middle_proxy_is_detected_and_its_clients_closed() {
     let secret = random_proxy_secret();
     let dc = TestDc::start(DcMode::Echo).await.expect("DC");

@@ -173,6 +173,10 @@ impl<'a> Link<'a> {
                 self.sessions.remove(&conn_id);
                 Ok(())
             }
+            ProxyMessage::Ping { .. } if self.opts.misbehave.ignore_pings => {
+                self.sh.pings_ignored.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             ProxyMessage::Ping { ping_id } => self.send(pong_payload(ping_id).to_vec()).await,
             ProxyMessage::Pong { ping_id } => {
                 if ping_id == PING_ID_BASE + self.id {

@@ -60,6 +60,8 @@ pub struct Misbehave {
     pub ping_every: Option<std::time::Duration>,
     /// Send a message of a type no proxy knows before every answer.
     pub unknown_before_answers: bool,
+    /// Never answer the proxy's RPC_PINGs (count them in [`MeCounters::pings_ignored`]).
+    pub ignore_pings: bool,
 }
 
 /// Test middle proxy configuration.
@@ -112,6 +114,8 @@ pub struct MeCounters {
     pub pings_out: u64,
     /// RPC_PONG received with the id of one of our pings.
     pub pongs_in: u64,
+    /// The proxy's RPC_PINGs left unanswered ([`Misbehave::ignore_pings`]).
+    pub pings_ignored: u64,
 }
 
 /// One proxy link as seen by the middle proxy.
@@ -175,6 +179,7 @@ pub(super) struct Shared {
     pub(super) active: AtomicU64,
     pub(super) pings_out: AtomicU64,
     pub(super) pongs_in: AtomicU64,
+    pub(super) pings_ignored: AtomicU64,
     pub(super) links: Mutex<Vec<MeLinkRecord>>,
     pub(super) conns: Mutex<Vec<MeConnRecord>>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -300,6 +305,7 @@ impl TestMe {
             active: l(&s.active),
             pings_out: l(&s.pings_out),
             pongs_in: l(&s.pongs_in),
+            pings_ignored: l(&s.pings_ignored),
         }
     }
 
