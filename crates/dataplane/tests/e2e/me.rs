@@ -318,6 +318,53 @@ async fn pings_from_the_middle_proxy_and_unknown_messages_do_not_disturb_the_lin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_acks_from_the_middle_proxy_reach_the_client_in_its_framing() {
+    use testkit::me::QUICK_ACK_CONFIRM;
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let mut opts = MeOptions::new(secret.clone());
+    opts.misbehave.ack_quick_requests = true;
+    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
+    let s = start_me(&[&me], &secret, "").await;
+    s.wait_ready().await;
+    let payload: Vec<u8> = (1..=8).collect();
+    let swapped = {
+        let mut c = QUICK_ACK_CONFIRM;
+        c.reverse();
+        c
+    };
+    // (mode, frame header asking for a quick ack, the answer the client must read):
+    // intermediate and secure get the confirm as the middle proxy sent it, abridged byte-swapped
+    // (PROTOCOL.md §7.8).
+    let cases = [
+        (
+            Mode::Intermediate,
+            (8u32 | 1 << 31).to_le_bytes().to_vec(),
+            QUICK_ACK_CONFIRM,
+        ),
+        (
+            Mode::Secure,
+            (8u32 | 1 << 31).to_le_bytes().to_vec(),
+            QUICK_ACK_CONFIRM,
+        ),
+        (Mode::Abridged, vec![0x80 | 2], swapped),
+    ];
+    for (mode, header, answer) in cases {
+        let mut conn = s.h.connect(mode, 0).await;
+        let mut frame = header;
+        frame.extend_from_slice(&payload);
+        conn.send(&frame).await.expect("send");
+        assert_eq!(conn.recv_exact(4).await.expect("quick ack"), answer);
+        assert_eq!(conn.recv_packet().await.expect("echo"), payload);
+    }
+    let conns = me.conns();
+    assert_eq!(conns.len(), 3);
+    assert!(conns
+        .iter()
+        .all(|c| c.flags & proto::me::rpc::flags::QUICKACK != 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_middle_proxy_that_ignores_pings_keeps_its_busy_links() {
     let secret = random_proxy_secret();
     let dc = TestDc::start(DcMode::Echo).await.expect("DC");

@@ -22,6 +22,7 @@ pub use files::{proxy_config_text, random_proxy_secret, MeFiles, PROXY_SECRET_LE
 pub use http_files::{http_date, MeHttpFiles, Reply, CONFIG_V4_PATH, CONFIG_V6_PATH, SECRET_PATH};
 pub use server::{
     MeConnRecord, MeCounters, MeLinkRecord, MeOptions, Misbehave, TestMe, HANDSHAKE_TIMEOUT,
+    QUICK_ACK_CONFIRM,
 };
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering;
 
 use aes::cipher::StreamCipher;
 use proto::me::{
-    close_ext_payload, ping_payload, pong_payload, proxy_ans_payload, ProxyMessage, ProxyReq,
-    RpcError, RpcReceiver, RpcSender,
+    close_ext_payload, ping_payload, pong_payload, proxy_ans_payload, simple_ack_payload,
+    ProxyMessage, ProxyReq, RpcError, RpcReceiver, RpcSender,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -228,6 +228,12 @@ impl<'a> Link<'a> {
                 .map_err(|e| format!("DC connect: {e}"))?;
             self.sh.dc_sessions.fetch_add(1, Ordering::Relaxed);
             self.sessions.insert(conn_id, s);
+        }
+        if self.opts.misbehave.ack_quick_requests
+            && req.flags & proto::me::rpc::flags::QUICKACK != 0
+        {
+            let ack = simple_ack_payload(conn_id, super::server::QUICK_ACK_CONFIRM);
+            self.send(ack.to_vec()).await?;
         }
         if let Some(s) = self.sessions.get(&conn_id) {
             // A send error means the DC side already ended; its Closed event follows.

@@ -62,7 +62,14 @@ pub struct Misbehave {
     pub unknown_before_answers: bool,
     /// Never answer the proxy's RPC_PINGs (count them in [`MeCounters::pings_ignored`]).
     pub ignore_pings: bool,
+    /// Answer every RPC_PROXY_REQ that asks for a quick ack with RPC_SIMPLE_ACK carrying
+    /// [`QUICK_ACK_CONFIRM`], before its data goes to the DC (a DC's quick ack, relayed).
+    pub ack_quick_requests: bool,
 }
+
+/// The confirm bytes of [`Misbehave::ack_quick_requests`] as sent on the link (bit 31 of
+/// their little-endian value set, as a DC's quick-ack token has).
+pub const QUICK_ACK_CONFIRM: [u8; 4] = [0x11, 0x22, 0x33, 0xc4];
 
 /// Test middle proxy configuration.
 #[derive(Debug, Clone)]
