@@ -448,6 +448,26 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
     ] {
         within(v as u64, 1, 1 << 20, key)?;
     }
+    nonzero(
+        g.me_hardswap_warmup_delay_max_ms,
+        "general.me_hardswap_warmup_delay_max_ms",
+    )?;
+    nonzero(
+        g.me_hardswap_warmup_pass_backoff_base_ms,
+        "general.me_hardswap_warmup_pass_backoff_base_ms",
+    )?;
+    ensure(
+        g.me_hardswap_warmup_delay_min_ms <= g.me_hardswap_warmup_delay_max_ms,
+        || {
+            "general.me_hardswap_warmup_delay_min_ms must be <= general.me_hardswap_warmup_delay_max_ms".into()
+        },
+    )?;
+    within(
+        g.me_hardswap_warmup_extra_passes.into(),
+        0,
+        10,
+        "general.me_hardswap_warmup_extra_passes",
+    )?;
     within(
         g.me_route_blocking_send_timeout_ms,
         0,

@@ -245,6 +245,14 @@ pub struct General {
     pub proxy_secret_len_max: usize,
     pub me_reinit_every_secs: u64,
     pub hardswap: bool,
+    /// Spacing between the dials of one warm-up pass of a new generation (uniform in
+    /// [min, max]).
+    pub me_hardswap_warmup_delay_min_ms: u64,
+    pub me_hardswap_warmup_delay_max_ms: u64,
+    /// Passes after the first while the new generation is still incomplete, the n-th after
+    /// `me_hardswap_warmup_pass_backoff_base_ms` × 2^(n−1).
+    pub me_hardswap_warmup_extra_passes: u8,
+    pub me_hardswap_warmup_pass_backoff_base_ms: u64,
     pub me_pool_drain_ttl_secs: u64,
     pub me_pool_min_fresh_ratio: f32,
     /// Force-close timeout for draining writers; 0 = runtime fallback of 300 s.
@@ -362,6 +370,10 @@ impl Default for General {
             proxy_secret_len_max: ME_HANDSHAKE_SECRET_LEN_MAX,
             me_reinit_every_secs: 900,
             hardswap: true,
+            me_hardswap_warmup_delay_min_ms: 1000,
+            me_hardswap_warmup_delay_max_ms: 2000,
+            me_hardswap_warmup_extra_passes: 3,
+            me_hardswap_warmup_pass_backoff_base_ms: 500,
             me_pool_drain_ttl_secs: 90,
             me_pool_min_fresh_ratio: 0.8,
             me_reinit_drain_timeout_secs: 90,

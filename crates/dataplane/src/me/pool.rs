@@ -99,6 +99,8 @@ pub(crate) struct PoolSettings {
     pub(crate) stagger: Option<(Duration, Duration)>,
     /// `me_single_endpoint_shadow_rotate_every_secs` (0 = never).
     pub(crate) shadow_rotate_every: Duration,
+    /// `me_hardswap_warmup_*`: how a new generation's writers are dialled.
+    pub(crate) warmup: HardswapWarmup,
     /// Queue sizes and waits; a link keeps those it was opened with, a session those of
     /// its start.
     pub(crate) flow: writer::FlowLimits,
@@ -161,6 +163,18 @@ impl PoolSettings {
                     .max(g.me_single_endpoint_outage_backoff_min_ms.max(1)),
             ),
             shadow_rotate_every: Duration::from_secs(g.me_single_endpoint_shadow_rotate_every_secs),
+            warmup: HardswapWarmup {
+                delay_min: Duration::from_millis(g.me_hardswap_warmup_delay_min_ms),
+                delay_max: Duration::from_millis(
+                    g.me_hardswap_warmup_delay_max_ms
+                        .max(g.me_hardswap_warmup_delay_min_ms),
+                ),
+                extra_passes: u32::from(g.me_hardswap_warmup_extra_passes),
+                backoff_base: Duration::from_millis(
+                    g.me_hardswap_warmup_pass_backoff_base_ms.max(1),
+                ),
+                slow_gap: Duration::from_millis(g.me_reconnect_backoff_cap_ms.max(1)),
+            },
             flow: writer::FlowLimits::from_config(g),
         }
     }
@@ -233,10 +247,50 @@ struct State {
     /// writer id opened after the loss. The next such writer of that DC restores one (same
     /// endpoint or a fallback one); opens already under way when it was lost do not.
     lost: std::collections::VecDeque<(i16, SocketAddr, u64)>,
+    /// Warm-up passes made for the newest generation while it is pending, and when the
+    /// next may start.
+    warm_passes: u32,
+    next_warm_pass: Instant,
 }
 
 /// Lost writers remembered for restore accounting at most (older ones are forgotten).
 const LOST_MEMORY: usize = 1024;
+
+/// Dialling a new generation while the previous one still serves (a hardswap): the dials
+/// of one pass are spaced by a random gap in [`delay_min`, `delay_max`]; while the
+/// generation is incomplete, `extra_passes` more passes follow after `backoff_base` × 2^(n−1),
+/// then passes continue every `slow_gap` (the reconnect backoff cap) until it is complete.
+///
+/// [`delay_min`]: Self::delay_min
+/// [`delay_max`]: Self::delay_max
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HardswapWarmup {
+    pub(crate) delay_min: Duration,
+    pub(crate) delay_max: Duration,
+    pub(crate) extra_passes: u32,
+    pub(crate) backoff_base: Duration,
+    pub(crate) slow_gap: Duration,
+}
+
+impl HardswapWarmup {
+    /// Start delay of the `k`-th dial of a pass (0 for the first).
+    fn dial_delay(&self, k: usize) -> Duration {
+        let span = self.delay_max.saturating_sub(self.delay_min).as_millis() as u64;
+        (0..k)
+            .map(|_| self.delay_min + Duration::from_millis(rand::random::<u64>() % (span + 1)))
+            .sum()
+    }
+
+    /// Wait after the `n`-th pass (1 = the first) before the next one.
+    fn pass_gap(&self, n: u32) -> Duration {
+        if n <= self.extra_passes {
+            self.backoff_base
+                .saturating_mul(1u32 << (n.saturating_sub(1)).min(20))
+        } else {
+            self.slow_gap
+        }
+    }
+}
 
 /// Maps a local address to the public one the middle proxy sees, when known.
 pub(crate) type PublicIp = Arc<dyn Fn(IpAddr) -> Option<IpAddr> + Send + Sync>;
@@ -311,6 +365,8 @@ impl MePool {
                 outage: Default::default(),
                 rotated: HashMap::new(),
                 lost: std::collections::VecDeque::new(),
+                warm_passes: 0,
+                next_warm_pass: Instant::now(),
             }),
             conn_ids: AtomicU64::new(rand::random::<u64>() >> 1),
             wake: Notify::new(),
@@ -430,6 +486,8 @@ impl MePool {
         st.inputs = Some(Arc::new(inputs));
         st.generation += 1;
         st.generation_opened = Instant::now();
+        st.warm_passes = 0;
+        st.next_warm_pass = st.generation_opened;
         tracing::info!(
             generation = st.generation,
             "ME inputs changed: opening a new writer generation"
@@ -589,8 +647,12 @@ impl MePool {
                 );
             }
         }
-        // Refill.
-        for (&dc, floor) in &floors {
+        // Refill. A generation warming up beside the active one (a hardswap) is dialled in
+        // passes paced by `me_hardswap_warmup_*` instead.
+        let warming = st.active != 0 && st.active != gen;
+        let pass_due = !warming || now >= st.next_warm_pass;
+        let mut dials = 0;
+        for (&dc, floor) in floors.iter().filter(|_| pass_due) {
             let alive = st
                 .writers
                 .iter()
@@ -616,6 +678,7 @@ impl MePool {
                 st.next_writer_id += 1;
                 pool_c.refill_triggered_total.inc();
                 let delay = match s.stagger {
+                    _ if warming => s.warmup.dial_delay(dials),
                     Some((step, jitter)) if k > 0 => {
                         let j = jitter.as_millis() as u64;
                         let extra = if j == 0 {
@@ -627,6 +690,7 @@ impl MePool {
                     }
                     _ => Duration::ZERO,
                 };
+                dials += 1;
                 self.spawn_connect(Opening {
                     id,
                     dc,
@@ -637,6 +701,10 @@ impl MePool {
                     delay,
                 });
             }
+        }
+        if warming && dials > 0 {
+            st.warm_passes += 1;
+            st.next_warm_pass = now + s.warmup.pass_gap(st.warm_passes);
         }
         // Adaptive floors shrink: writers above a DC's target that carry no session close.
         for (&dc, floor) in &floors {
@@ -1408,6 +1476,68 @@ mod tests {
         // DC 2: a writer per endpoint (one v4, one v6); DC 3: its only endpoint, v6 (one open
         // per endpoint and pass).
         assert_eq!(rows, vec![(2, false, 1), (2, true, 1), (3, true, 1)]);
+    }
+
+    #[test]
+    fn hardswap_passes_are_spaced_then_back_off() {
+        let w = HardswapWarmup {
+            delay_min: Duration::from_millis(1000),
+            delay_max: Duration::from_millis(2000),
+            extra_passes: 3,
+            backoff_base: Duration::from_millis(500),
+            slow_gap: Duration::from_secs(30),
+        };
+        assert_eq!(w.dial_delay(0), Duration::ZERO);
+        for k in 1..5 {
+            let d = w.dial_delay(k);
+            assert!(
+                d >= w.delay_min * k as u32 && d <= w.delay_max * k as u32,
+                "{k}: {d:?}"
+            );
+        }
+        let gaps: Vec<u64> = (1..=5).map(|n| w.pass_gap(n).as_millis() as u64).collect();
+        assert_eq!(gaps, vec![500, 1000, 2000, 30_000, 30_000]);
+        let none = HardswapWarmup {
+            extra_passes: 0,
+            ..w
+        };
+        assert_eq!(none.pass_gap(1), w.slow_gap);
+    }
+
+    #[tokio::test]
+    async fn a_pending_generation_is_dialled_in_paced_passes() {
+        let (pool, _w) = pool_with_writers("", 1);
+        let triggered = || {
+            pool.inner
+                .stats
+                .pool_counters()
+                .snapshot()
+                .refill_triggered_total
+        };
+        // New inputs while generation 1 serves: generation 2 warms up beside it.
+        pool.set_inputs(PoolInputs {
+            secret: Arc::from(vec![1u8; 32]),
+            endpoints: BTreeMap::from([(2, vec![SocketAddr::from(([127, 0, 0, 1], 8889))])]),
+            default_dc: 2,
+        });
+        pool.tick();
+        let first = triggered();
+        assert!(first >= 1);
+        assert_eq!(pool.inner.state.lock().warm_passes, 1);
+        // The dials did not connect (the tasks have not run), yet the next pass waits for
+        // its gap, however often the refill ticks.
+        {
+            let mut st = pool.inner.state.lock();
+            st.inflight.clear();
+            st.health.clear();
+        }
+        pool.tick();
+        assert_eq!(triggered(), first);
+        // Gap over: the next pass dials again.
+        pool.inner.state.lock().next_warm_pass = Instant::now();
+        pool.tick();
+        assert!(triggered() > first);
+        assert_eq!(pool.inner.state.lock().warm_passes, 2);
     }
 
     #[test]
