@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use testkit::client::{Mode, TestClient};
 use testkit::dc::{DcMode, TestDc};
-use testkit::me::{random_proxy_secret, MeFiles, MeOptions, TestMe};
+use testkit::me::{random_proxy_secret, MeFiles, MeOptions, Misbehave, TestMe};
 
 use crate::support::*;
 
@@ -44,6 +44,26 @@ impl MeSetup {
     }
 }
 
+/// One echo DC and one middle proxy (misbehaving as asked) in front of a data plane whose
+/// ME pool is ready.
+struct OneMe {
+    dc: TestDc,
+    me: TestMe,
+    s: MeSetup,
+    secret: Vec<u8>,
+}
+
+async fn one_me(misbehave: Misbehave, extra: &str) -> OneMe {
+    let secret = random_proxy_secret();
+    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
+    let mut opts = MeOptions::new(secret.clone());
+    opts.misbehave = misbehave;
+    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
+    let s = start_me(&[&me], &secret, extra).await;
+    s.wait_ready().await;
+    OneMe { dc, me, s, secret }
+}
+
 async fn packet_echo(conn: &mut testkit::client::TestConn, sizes: &[usize]) {
     for &n in sizes {
         let p = random(n);
@@ -55,13 +75,12 @@ async fn packet_echo(conn: &mut testkit::client::TestConn, sizes: &[usize]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_reaches_the_dc_through_the_middle_proxy_with_ad_tags_and_addresses() {
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
-        .await
-        .expect("ME");
-    let s = start_me(&[&me], &secret, "").await;
-    s.wait_ready().await;
+    let OneMe {
+        dc: _dc,
+        me,
+        s,
+        secret: _,
+    } = one_me(Misbehave::default(), "").await;
     let snap = s.h.dp.me_pool_snapshot().expect("pool");
     assert!(snap.ready);
     assert!(!snap.writers.is_empty());
@@ -107,14 +126,9 @@ async fn every_mode_reaches_the_dc_through_the_middle_proxy_with_ad_tags_and_add
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_middle_proxy_closes_its_clients_falls_back_and_recovers() {
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
-        .await
-        .expect("ME");
+    let OneMe { dc, me, s, secret } =
+        one_me(Misbehave::default(), "me_route_hybrid_max_wait_ms = 300\n").await;
     let me_addr = me.addr();
-    let s = start_me(&[&me], &secret, "me_route_hybrid_max_wait_ms = 300\n").await;
-    s.wait_ready().await;
     let mut conn = s.h.connect(Mode::Intermediate, 0).await;
     packet_echo(&mut conn, &[128]).await;
     let gen_before = s.h.dp.me_pool_snapshot().expect("pool").active_generation;
@@ -244,13 +258,12 @@ async fn a_writer_lost_with_its_middle_proxy_is_restored_on_the_other_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_frames_and_closes_from_the_dc_are_counted() {
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
-        .await
-        .expect("ME");
-    let s = start_me(&[&me], &secret, "").await;
-    s.wait_ready().await;
+    let OneMe {
+        dc,
+        me,
+        s,
+        secret: _,
+    } = one_me(Misbehave::default(), "").await;
     // A frame of 2 bytes: for a secure client all of it would be padding.
     let short_frame = [2u8, 0, 0, 0, 0xaa, 0xbb];
     for (mode, padding_invalid) in [(Mode::Secure, 1), (Mode::Intermediate, 1)] {
@@ -282,14 +295,17 @@ async fn broken_frames_and_closes_from_the_dc_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_from_the_middle_proxy_and_unknown_messages_do_not_disturb_the_link() {
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let mut opts = MeOptions::new(secret.clone());
-    opts.misbehave.ping_every = Some(Duration::from_millis(50));
-    opts.misbehave.unknown_before_answers = true;
-    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
-    let s = start_me(&[&me], &secret, "").await;
-    s.wait_ready().await;
+    let misbehave = Misbehave {
+        ping_every: Some(Duration::from_millis(50)),
+        unknown_before_answers: true,
+        ..Misbehave::default()
+    };
+    let OneMe {
+        dc: _dc,
+        me,
+        s,
+        secret: _,
+    } = one_me(misbehave, "").await;
     // Bulk traffic both ways while the middle proxy pings: every ping is answered, every
     // unknown message skipped, the packets arrive intact.
     let mut a = s.h.connect(Mode::Intermediate, 0).await;
@@ -320,13 +336,16 @@ async fn pings_from_the_middle_proxy_and_unknown_messages_do_not_disturb_the_lin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_acks_from_the_middle_proxy_reach_the_client_in_its_framing() {
     use testkit::me::QUICK_ACK_CONFIRM;
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let mut opts = MeOptions::new(secret.clone());
-    opts.misbehave.ack_quick_requests = true;
-    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
-    let s = start_me(&[&me], &secret, "").await;
-    s.wait_ready().await;
+    let misbehave = Misbehave {
+        ack_quick_requests: true,
+        ..Misbehave::default()
+    };
+    let OneMe {
+        dc: _dc,
+        me,
+        s,
+        secret: _,
+    } = one_me(misbehave, "").await;
     let payload: Vec<u8> = (1..=8).collect();
     let swapped = {
         let mut c = QUICK_ACK_CONFIRM;
@@ -366,14 +385,17 @@ async fn quick_acks_from_the_middle_proxy_reach_the_client_in_its_framing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_middle_proxy_that_ignores_pings_keeps_its_busy_links() {
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let mut opts = MeOptions::new(secret.clone());
-    opts.misbehave.ignore_pings = true;
-    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
+    let misbehave = Misbehave {
+        ignore_pings: true,
+        ..Misbehave::default()
+    };
     // Keepalive every second: an unanswered ping alone would end a link after 4 s.
-    let s = start_me(&[&me], &secret, "").await;
-    s.wait_ready().await;
+    let OneMe {
+        dc: _dc,
+        me,
+        s,
+        secret: _,
+    } = one_me(misbehave, "").await;
     let mut conn = s.h.connect(Mode::Intermediate, 0).await;
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(6) {
@@ -394,13 +416,16 @@ async fn a_middle_proxy_that_ignores_pings_keeps_its_busy_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_middle_proxy_is_detected_and_its_clients_closed() {
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let mut opts = MeOptions::new(secret.clone());
-    opts.misbehave.stall_after_handshake = true;
-    let me = TestMe::start(dc.addr(), opts).await.expect("ME");
-    let s = start_me(&[&me], &secret, "me_route_hybrid_max_wait_ms = 3000\n").await;
-    s.wait_ready().await;
+    let misbehave = Misbehave {
+        stall_after_handshake: true,
+        ..Misbehave::default()
+    };
+    let OneMe {
+        dc: _dc,
+        me: _me,
+        s,
+        secret: _,
+    } = one_me(misbehave, "me_route_hybrid_max_wait_ms = 3000\n").await;
     let mut conn = s.h.connect(Mode::Abridged, 0).await;
     conn.send_packet(&random(64)).await.expect("send");
     conn.set_timeout(Duration::from_secs(30));
@@ -739,14 +764,17 @@ async fn behind_a_balancer_the_middle_proxy_sees_the_proxy_header_addresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "heavy: 64 MiB through the ME links; the queue logic is unit-tested in me::writer"]
 async fn a_client_that_stops_reading_is_closed_without_stalling_its_writer() {
-    let secret = random_proxy_secret();
-    let dc = TestDc::start(DcMode::Echo).await.expect("DC");
-    let me = TestMe::start(dc.addr(), MeOptions::new(secret.clone()))
-        .await
-        .expect("ME");
     // One writer, so both clients share it.
-    let s = start_me(&[&me], &secret, "me_single_endpoint_shadow_writers = 0\n").await;
-    s.wait_ready().await;
+    let OneMe {
+        dc: _dc,
+        me: _me,
+        s,
+        secret: _,
+    } = one_me(
+        Misbehave::default(),
+        "me_single_endpoint_shadow_writers = 0\n",
+    )
+    .await;
     assert_eq!(s.h.dp.me_pool_snapshot().expect("pool").writers.len(), 1);
     let mut reader = s.h.connect(Mode::Intermediate, 1).await;
     packet_echo(&mut reader, &[64]).await;
