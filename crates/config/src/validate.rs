@@ -391,6 +391,14 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
             "general.me_snapshot_min_proxy_for_lines",
             g.me_snapshot_min_proxy_for_lines.into(),
         ),
+        (
+            "general.me_hardswap_warmup_delay_max_ms",
+            g.me_hardswap_warmup_delay_max_ms,
+        ),
+        (
+            "general.me_hardswap_warmup_pass_backoff_base_ms",
+            g.me_hardswap_warmup_pass_backoff_base_ms,
+        ),
     ] {
         nonzero(v, key)?;
     }
@@ -400,19 +408,39 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
         4096,
         "general.proxy_secret_len_max",
     )?;
-    ensure(
-        g.me_single_endpoint_outage_backoff_min_ms <= g.me_single_endpoint_outage_backoff_max_ms,
-        || {
-            "general.me_single_endpoint_outage_backoff_min_ms must be <= general.me_single_endpoint_outage_backoff_max_ms".into()
-        },
-    )?;
-    ensure(
-        g.me_reconnect_backoff_base_ms <= g.me_reconnect_backoff_cap_ms,
-        || {
-            "general.me_reconnect_backoff_base_ms must be <= general.me_reconnect_backoff_cap_ms"
-                .into()
-        },
-    )?;
+    for ((lo_key, lo), (hi_key, hi)) in [
+        (
+            (
+                "me_single_endpoint_outage_backoff_min_ms",
+                g.me_single_endpoint_outage_backoff_min_ms,
+            ),
+            (
+                "me_single_endpoint_outage_backoff_max_ms",
+                g.me_single_endpoint_outage_backoff_max_ms,
+            ),
+        ),
+        (
+            (
+                "me_reconnect_backoff_base_ms",
+                g.me_reconnect_backoff_base_ms,
+            ),
+            ("me_reconnect_backoff_cap_ms", g.me_reconnect_backoff_cap_ms),
+        ),
+        (
+            (
+                "me_hardswap_warmup_delay_min_ms",
+                g.me_hardswap_warmup_delay_min_ms,
+            ),
+            (
+                "me_hardswap_warmup_delay_max_ms",
+                g.me_hardswap_warmup_delay_max_ms,
+            ),
+        ),
+    ] {
+        ensure(lo <= hi, || {
+            format!("general.{lo_key} must be <= general.{hi_key}")
+        })?;
+    }
     ensure(!g.beobachten_file.trim().is_empty(), || {
         "general.beobachten_file cannot be empty".into()
     })?;
@@ -448,20 +476,6 @@ fn check_general(cfg: &Config) -> Result<(), ConfigError> {
     ] {
         within(v as u64, 1, 1 << 20, key)?;
     }
-    nonzero(
-        g.me_hardswap_warmup_delay_max_ms,
-        "general.me_hardswap_warmup_delay_max_ms",
-    )?;
-    nonzero(
-        g.me_hardswap_warmup_pass_backoff_base_ms,
-        "general.me_hardswap_warmup_pass_backoff_base_ms",
-    )?;
-    ensure(
-        g.me_hardswap_warmup_delay_min_ms <= g.me_hardswap_warmup_delay_max_ms,
-        || {
-            "general.me_hardswap_warmup_delay_min_ms must be <= general.me_hardswap_warmup_delay_max_ms".into()
-        },
-    )?;
     within(
         g.me_hardswap_warmup_extra_passes.into(),
         0,

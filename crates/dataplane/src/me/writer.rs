@@ -324,9 +324,9 @@ impl WriterShared {
 
     /// A packet from the middle proxy arrived.
     fn heard(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
+        self.touch();
+        let now = self.last_activity_ms.load(Ordering::Relaxed);
         self.last_in_ms.store(now, Ordering::Relaxed);
-        self.last_activity_ms.store(now, Ordering::Relaxed);
     }
 
     /// Whether a packet from the middle proxy arrived after `t`.
